@@ -1,0 +1,87 @@
+# dreamzero-ros: two commands do all set-up on a fresh machine (README.md).
+#   make demo   closed-loop simulated robot driven by the policy (arrives with issue 7)
+#   make test   the test suite (CI runs exactly this through .ci/run)
+# Both create or reuse the virtual environment .venv. Every set-up step leaves a stamp file in
+# .venv/.stamps and is skipped while the stamp is newer than its inputs, so a second run is fast.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+VENV_ABS := $(abspath $(VENV))
+BIN := $(VENV_ABS)/bin
+STAMPS := $(VENV)/.stamps
+# The machine's pip config names two local indexes that lack some projects; pip warns once per
+# project ("Location ... is ignored"). Filter that noise, keep everything else and pip's exit status.
+PIP := pip_quiet() { $(BIN)/python -m pip --disable-pip-version-check --quiet "$$@" 2>&1 \
+	| { grep -v "^WARNING: Location 'file:///opt/" || true; }; }; pip_quiet
+PYTEST_ARGS ?=
+
+# Everything that goes into the installed project: a change to any of it reinstalls the project.
+PROJECT_INPUTS := setup.py package.xml resource/dreamzero_policy \
+	$(shell find dreamzero_policy model embodiments launch urdf -type f \
+	        -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
+MSG_INPUTS := $(shell find dreamzero_msgs -type f 2>/dev/null)
+
+# Test and run environment (environment.md G2, G6, G11): ament index in the venv, discovery kept on
+# loopback. conftest.py adds a per-run ROS_DOMAIN_ID and a temporary ROS_LOG_DIR.
+RUN_ENV := AMENT_PREFIX_PATH=$(VENV_ABS) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST PATH=$(BIN):$$PATH
+
+.PHONY: help setup demo test clean distclean
+
+help:
+	@echo "make demo    run the closed-loop simulated robot driven by the policy"
+	@echo "make test    run the test suite"
+	@echo "make setup   only create/refresh .venv (both targets above do it themselves)"
+	@echo "make clean   remove build leftovers;  make distclean  also remove .venv"
+
+setup: $(STAMPS)/project
+
+$(STAMPS)/venv:
+	$(PYTHON) -m venv $(VENV)
+	mkdir -p $(STAMPS)
+	touch $@
+
+# torch first and alone, so nothing later resolves a CUDA build (environment.md G17).
+$(STAMPS)/torch: requirements/torch.txt $(STAMPS)/venv
+	$(PIP) install -r requirements/torch.txt
+	touch $@
+
+$(STAMPS)/deps: requirements/ros.txt requirements/ros-build.txt requirements/app.txt \
+		requirements/no-deps.txt $(STAMPS)/torch
+	$(PIP) install -r requirements/torch.txt -r requirements/ros.txt \
+		-r requirements/ros-build.txt -r requirements/app.txt
+	$(PIP) install --no-deps -r requirements/no-deps.txt
+	scripts/fix_ros_wheel_cmake_paths.sh $(VENV)
+	touch $@
+
+$(STAMPS)/msgs: $(MSG_INPUTS) scripts/build_msgs.sh $(STAMPS)/deps
+	scripts/build_msgs.sh $(VENV)
+	touch $@
+
+# A regular (non-editable) install: pip -e would skip data_files, and with them the ament index
+# entry, package.xml, launch/, urdf/ and the embodiment YAMLs under share/dreamzero_policy.
+$(STAMPS)/project: $(PROJECT_INPUTS) $(STAMPS)/msgs
+	rm -rf build dreamzero_policy.egg-info
+	$(PIP) install --no-deps --no-build-isolation .
+	rm -rf build dreamzero_policy.egg-info
+	touch $@
+
+demo: setup
+	@echo "make demo will run the closed-loop DROID simulation: pybullet Franka + 3 cameras ->"
+	@echo "policy_node (tiny local model) -> adapter_node -> control_mux -> simulated arm, for ~30 s,"
+	@echo "then write a run folder (cameras + predicted-video MP4, joint plot, summary.json)."
+	@echo "It is not built yet: it arrives with issue 7 (node graph, simulation, replay, handoff)."
+	@exit 1
+
+test: setup
+	$(RUN_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf build dreamzero_policy.egg-info .pytest_cache
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
