@@ -9,7 +9,8 @@ venv="$(cd "${1:?usage: $0 VENV_DIR}" && pwd)"
 py="$venv/bin/python"
 pyinc="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 npinc="$("$py" -c 'import numpy; print(numpy.get_include())')"
-grep -rlZ '/opt/python/cp311-cp311' "$venv/share" | xargs -0 -r sed -i \
+# grep exits 1 once every file is fixed; that is success here.
+{ grep -rlZ '/opt/python/cp311-cp311' "$venv/share" || true; } | xargs -0 -r sed -i \
   -e "s#/opt/python/cp311-cp311/include/python3.11#${pyinc}#g" \
   -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${npinc}#g" \
   -e "s#/opt/python/cp311-cp311#${venv}#g"

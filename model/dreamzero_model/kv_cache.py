@@ -1,0 +1,39 @@
+"""Self-attention KV cache of one context (facts §2.5).
+
+Per layer, keys (after RoPE) and values of the ground-truth video tokens of the current context:
+the conditioning frame and the observed frames of each executed chunk. Action and state tokens
+and predicted frames are never cached. Preallocated for the whole local window (9 latent frames),
+so appending never reallocates. Imports torch only.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Keys and values float[layers, B, max_tokens, H, Dh]; the session tracks which tokens are valid."""
+
+    def __init__(self, num_layers: int, batch: int, max_tokens: int, num_heads: int, head_dim: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        shape = (num_layers, batch, max_tokens, num_heads, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.k.shape[2]
+
+    def write(self, layer: int, offset: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v float[B, n, H, Dh] at token positions offset .. offset + n of ``layer``."""
+        end = offset + k.shape[1]
+        if end > self.max_tokens:
+            raise ValueError(f"KV cache overflow: writing tokens {offset}..{end} into a cache of {self.max_tokens}")
+        self.k[layer, :, offset:end] = k
+        self.v[layer, :, offset:end] = v
+
+    def read(self, layer: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``tokens`` cached keys and values of ``layer``: float[B, tokens, H, Dh] each."""
+        return self.k[layer, :, :tokens], self.v[layer, :, :tokens]
+
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2

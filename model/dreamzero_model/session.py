@@ -1,0 +1,231 @@
+"""``WamSession``: chunk-wise inference with a KV cache (facts §2.5-2.9).
+
+One session is one context of the World Action Model for a batch of B robots:
+* ``reset`` embeds the text and image context once, builds the conditioning latents ``y`` and
+  prefills the cache with the conditioning frame at timestep 0 (latent frame 0).
+* ``step`` first writes the ground-truth latents of the chunk just executed at timestep 0 into the
+  positions where the previous call's predictions were (predictions are never cached), then
+  denoises 2 new latent frames and 24 actions jointly from seeded noise, conditioned on the state.
+  Classifier-free guidance applies to video only; the unconditional branch (negative prompt) runs
+  as extra batch rows with its own cache rows. The DiT runs only at the steps of the cache schedule.
+* After ``max_chunk_size`` chunks (9 latent frames) or on a new prompt the context must be reset
+  with the newest frame (``should_reset``); the policy layer owns the encoders that produce it.
+
+Shapes: B batch, z latent channels, h/w latent grid, Na actions per chunk (24), A action width (32),
+S state width (64). Imports torch only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dreamzero_model.config import SamplerConfig
+from dreamzero_model.dit import CausalWanModel, CrossContext, DiTInputs, SelfAttentionPlan
+from dreamzero_model.kv_cache import KVCache
+from dreamzero_model.masks import inference_mask
+from dreamzero_model.sampler import CacheSchedule, FlowSampler
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """actions: float32[B, Na, A], normalized; latents: float32[B, z, 2, h, w] predicted; dit_calls: DiT forwards."""
+
+    actions: torch.Tensor
+    latents: torch.Tensor
+    dit_calls: int
+
+
+def default_conditioning(first_latent: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Conditioning ``y`` float[B, 4 + z, num_frames, h, w] from the first latent alone.
+
+    Mask channels are 1 on frame 0 and 0 elsewhere (facts §2.1). The image-latent channels hold the
+    first latent on frame 0 and zeros after it; the official ``y`` encodes black frames there with
+    the VAE, which the policy layer passes to ``reset`` when it has the VAE.
+    """
+    batch, _, _, height, width = first_latent.shape
+    mask = torch.zeros(batch, 4, num_frames, height, width, dtype=first_latent.dtype, device=first_latent.device)
+    mask[:, :, 0] = 1.0
+    latent = torch.zeros(batch, first_latent.shape[1], num_frames, height, width, dtype=first_latent.dtype,
+                         device=first_latent.device)
+    latent[:, :, :1] = first_latent
+    return torch.cat([mask, latent], dim=1)
+
+
+class WamSession:
+    """KV-cached chunk-wise inference over one DiT (see module docstring)."""
+
+    def __init__(self, model: CausalWanModel, sampler: SamplerConfig | None = None, *, use_kv_cache: bool = True) -> None:
+        self.model = model
+        self.config = model.config
+        self.sampler = sampler or SamplerConfig()
+        self.use_kv_cache = use_kv_cache
+        self._frame = 0  # next latent frame position in the context ("current_start_frame")
+        self._batch = 0
+        self._text: torch.Tensor | None = None
+        self._context: list[CrossContext] = []
+        self._y: torch.Tensor | None = None
+        self._cache: KVCache | None = None
+        self._clean: torch.Tensor | None = None  # full-recompute mode: ground-truth latents so far
+
+    @property
+    def guided(self) -> bool:
+        return self.sampler.cfg_scale != 1.0
+
+    @property
+    def frame(self) -> int:
+        """Latent-frame position where the next chunk will be generated (0 before ``reset``)."""
+        return self._frame
+
+    @property
+    def needs_reset(self) -> bool:
+        """True before the first reset and once the context window is full (4 chunks)."""
+        return self._frame == 0 or self._frame + self.config.num_frame_per_block > self.config.local_attn_size
+
+    def should_reset(self, text_context: torch.Tensor) -> bool:
+        """Official reset rule (facts §2.5): context full, nothing seen yet, or a different prompt."""
+        return self.needs_reset or self._text is None or not torch.equal(self._text, text_context)
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Duplicate per-robot inputs for the unconditional rows when guided."""
+        return torch.cat([x, x]) if self.guided else x
+
+    @torch.no_grad()
+    def reset(self, text_context: torch.Tensor, image_context: torch.Tensor, first_latent: torch.Tensor, *,
+              negative_text_context: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        """Start a new context.
+
+        Args:
+            text_context: float[B, text_len, text_dim], umT5 features of the prompt.
+            image_context: float[B, num_image_tokens, clip_dim], CLIP features of the newest frame.
+            first_latent: float[B, z, 1, h, w], VAE latent of the newest frame (the conditioning frame).
+            negative_text_context: float[B or 1, text_len, text_dim], umT5 features of the negative
+                prompt; required when ``cfg_scale != 1``.
+            y: float[B, 4 + z, 9, h, w] conditioning for the window (i2v only); default
+                :func:`default_conditioning`.
+        """
+        config, model = self.config, self.model
+        batch = first_latent.shape[0]
+        text = text_context
+        if self.guided:
+            if negative_text_context is None:
+                raise ValueError(f"cfg_scale {self.sampler.cfg_scale} needs negative_text_context")
+            text = torch.cat([text_context, negative_text_context.expand_as(text_context)])
+        dtype = next(model.parameters()).dtype
+        self._batch, self._text = batch, text_context.clone()
+        self._context = model.prepare_context(text.to(dtype), self._rows(image_context).to(dtype))
+        if config.concat_first_frame_latent:
+            self._y = self._rows(y if y is not None else default_conditioning(first_latent, config.local_attn_size))
+        self._cache = None
+        self._clean = None
+        if self.use_kv_cache:
+            self._cache = KVCache(config.num_layers, self._rows(first_latent).shape[0],
+                                  config.local_attn_size * config.frame_seqlen, config.num_heads, config.head_dim,
+                                  device=first_latent.device, dtype=dtype)
+        self._frame = 0
+        self._write_clean(first_latent)
+
+    def _video_input(self, latents: torch.Tensor, first_frame: int) -> torch.Tensor:
+        """Concatenate the conditioning ``y`` slice of these frame positions (i2v)."""
+        if self._y is None:
+            return latents
+        frames = latents.shape[2]
+        return torch.cat([latents, self._y[:, :, first_frame:first_frame + frames].to(latents.dtype)], dim=1)
+
+    def _write_clean(self, latents: torch.Tensor) -> None:
+        """Append ground-truth latents float[B, z, n, h, w] at the current position, timestep 0."""
+        rows = self._rows(latents)
+        frames = rows.shape[2]
+        if self.use_kv_cache:
+            offset = self._frame * self.config.frame_seqlen
+            inputs = DiTInputs(video=self._video_input(rows, self._frame),
+                               video_timestep=rows.new_zeros(rows.shape[0], frames),
+                               frame_index=torch.arange(self._frame, self._frame + frames, device=rows.device))
+            self.model(inputs, self._context, SelfAttentionPlan(cache=self._cache, read_tokens=offset, write_at=offset))
+        else:
+            self._clean = rows if self._clean is None else torch.cat([self._clean, rows], dim=2)
+        self._frame += frames
+
+    def _denoise_call(self, video: torch.Tensor, actions: torch.Tensor, state: torch.Tensor, timestep: torch.Tensor,
+                      chunk: int):
+        """One DiT evaluation of the query tokens (2 noisy frames, 24 actions, 1 state)."""
+        config, device = self.config, video.device
+        rows = video.shape[0]
+        frames = video.shape[2]
+        num_actions = actions.shape[1]
+        frame_index = torch.arange(self._frame, self._frame + frames, device=device)
+        video_in = self._video_input(video, self._frame)
+        video_t = timestep.expand(rows, frames)
+        if self.use_kv_cache:
+            plan = SelfAttentionPlan(cache=self._cache, read_tokens=self._frame * config.frame_seqlen)
+        else:
+            clean = self._video_input(self._clean, 0)
+            video_in = torch.cat([clean.to(video_in.dtype), video_in], dim=2)
+            video_t = torch.cat([video_t.new_zeros(rows, self._frame), video_t], dim=1)
+            frame_index = torch.arange(0, self._frame + frames, device=device)
+            plan = SelfAttentionPlan(mask=inference_mask(self._frame, config.frame_seqlen, config.num_frame_per_block,
+                                                         frames * config.frame_seqlen + num_actions + 1).to(device))
+        inputs = DiTInputs(
+            video=video_in, video_timestep=video_t, frame_index=frame_index,
+            actions=actions, action_timestep=timestep.expand(rows, num_actions),
+            action_index=chunk * config.num_action_per_block + torch.arange(num_actions, device=device),
+            state=state, state_timestep=timestep.expand(rows, 1), state_index=torch.tensor([chunk], device=device))
+        out = self.model(inputs, self._context, plan)
+        return out.video[:, :, -frames:], out.actions
+
+    @torch.no_grad()
+    def step(self, observed_latents: torch.Tensor | None, state: torch.Tensor) -> StepResult:
+        """Predict the next chunk.
+
+        Args:
+            observed_latents: float[B, z, 2, h, w], VAE latents of the chunk just executed (the last 2
+                of its encoding), or None on the first step after ``reset``.
+            state: float[B, S], normalized state padded to max_state_dim, at the chunk's start.
+
+        Raises:
+            RuntimeError: no context (call ``reset``) or the context is full (4 chunks: reset with
+                the newest frame).
+            ValueError: observed latents missing after the first step, or given on the first one.
+        """
+        config = self.config
+        if self.needs_reset:
+            raise RuntimeError("context is full or was never started: call reset() with the newest frame"
+                               if self._frame else "call reset() before step()")
+        first_step = self._frame == 1
+        if first_step and observed_latents is not None:
+            raise ValueError("the first step of a context takes no observed latents (only the conditioning frame)")
+        if not first_step:
+            if observed_latents is None or observed_latents.shape[2] != config.num_frame_per_block:
+                raise ValueError(f"step needs the {config.num_frame_per_block} observed latent frames of the chunk "
+                                 "just executed")
+            self._frame -= config.num_frame_per_block  # overwrite where the prediction would have been
+            self._write_clean(observed_latents)
+
+        device = state.device
+        generator = None
+        if self.sampler.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(self.sampler.seed)
+        video_shape = (self._batch, config.out_dim, config.num_frame_per_block, config.latent_height, config.latent_width)
+        video = torch.randn(video_shape, generator=generator, device=device)
+        actions = torch.randn((self._batch, config.num_action_per_block, config.action_dim), generator=generator,
+                              device=device)
+        state_rows = self._rows(state.reshape(self._batch, 1, config.max_state_dim).float())
+        chunk = (self._frame - 1) // config.num_frame_per_block
+        video_sampler, action_sampler = FlowSampler(self.sampler), FlowSampler(self.sampler)
+        schedule = CacheSchedule(self.sampler.cache_schedule, self.sampler.num_steps)
+        calls = 0
+        for index, timestep in enumerate(video_sampler.timesteps.tolist()):
+            if schedule.should_run(index):
+                t = torch.tensor([[float(timestep)]], device=device)
+                video_velocity, action_velocity = self._denoise_call(self._rows(video), self._rows(actions), state_rows,
+                                                                     t, chunk)
+                video_velocity, action_velocity = video_velocity.float(), action_velocity[:self._batch].float()
+                if self.guided:
+                    conditional, unconditional = video_velocity.chunk(2)
+                    video_velocity = unconditional + self.sampler.cfg_scale * (conditional - unconditional)
+                schedule.record(video_velocity)
+                calls += 1
+            video = video_sampler.step(video_velocity, index, video)
+            actions = action_sampler.step(action_velocity, index, actions)
+        self._frame += config.num_frame_per_block
+        return StepResult(actions=actions, latents=video, dit_calls=calls)
