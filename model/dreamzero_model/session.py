@@ -205,10 +205,13 @@ class WamSession:
         generator = None
         if self.sampler.seed is not None:
             generator = torch.Generator(device=device).manual_seed(self.sampler.seed)
-        video_shape = (self._batch, config.out_dim, config.num_frame_per_block, config.latent_height, config.latent_width)
-        video = torch.randn(video_shape, generator=generator, device=device)
-        actions = torch.randn((self._batch, config.num_action_per_block, config.action_dim), generator=generator,
-                              device=device)
+        # Noise drawn robot by robot (video, then actions), so a robot's chunk does not depend on its batch.
+        video_shape = (1, config.out_dim, config.num_frame_per_block, config.latent_height, config.latent_width)
+        action_shape = (1, config.num_action_per_block, config.action_dim)
+        noise = [(torch.randn(video_shape, generator=generator, device=device),
+                  torch.randn(action_shape, generator=generator, device=device)) for _ in range(self._batch)]
+        video = torch.cat([v for v, _ in noise])
+        actions = torch.cat([a for _, a in noise])
         state_rows = self._rows(state.reshape(self._batch, 1, config.max_state_dim).float())
         chunk = (self._frame - 1) // config.num_frame_per_block
         video_sampler, action_sampler = FlowSampler(self.sampler), FlowSampler(self.sampler)
