@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamzero_model.config import DiTConfig, get_config
-from dreamzero_model.kv_cache import KVCache
+from dreamzero_model.kv_cache import KVCache, LayerCache
 from dreamzero_model.rope import apply_rope, sequence_angles, video_angles
 
 
@@ -114,7 +114,8 @@ class SelfAttentionPlan:
 
     Attributes:
         mask: bool[L, L], True where a query may attend a key (training, full recompute), or None.
-        cache: KV cache whose first ``read_tokens`` tokens every query also attends.
+        cache: KV cache whose first ``read_tokens`` tokens every query also attends (each block gets
+            its layer's :class:`~dreamzero_model.kv_cache.LayerCache`).
         read_tokens: number of cached tokens visible to this call.
         write_at: if set, the K/V of this call's video tokens are written into ``cache`` at this
             token offset (conditioning prefill and observed chunks; predictions are never written).
@@ -136,15 +137,15 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor, plan: SelfAttentionPlan, layer: int,
+    def forward(self, x: torch.Tensor, angles: torch.Tensor, plan: SelfAttentionPlan, cache: LayerCache | None,
                 num_video_tokens: int) -> torch.Tensor:
         q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1)), angles)  # B, L, H, Dh
         k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, (self.num_heads, -1)), angles)  # K cached after RoPE
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
-        if plan.cache is not None:
+        if cache is not None:
             if plan.write_at is not None:
-                plan.cache.write(layer, plan.write_at, k[:, :num_video_tokens], v[:, :num_video_tokens])
-            cached_k, cached_v = plan.cache.read(layer, plan.read_tokens)
+                cache.write(plan.write_at, k[:, :num_video_tokens], v[:, :num_video_tokens])
+            cached_k, cached_v = cache.read(plan.read_tokens)
             k, v = torch.cat([cached_k, k], dim=1), torch.cat([cached_v, v], dim=1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                              attn_mask=plan.mask)  # B, H, L, Dh
@@ -207,11 +208,11 @@ class WanAttentionBlock(nn.Module):
         self.modulation = nn.Parameter(torch.empty(1, 6, dim))
 
     def forward(self, x: torch.Tensor, time6: torch.Tensor, angles: torch.Tensor, context: CrossContext,
-                plan: SelfAttentionPlan, layer: int, num_video_tokens: int) -> torch.Tensor:
+                plan: SelfAttentionPlan, cache: LayerCache | None, num_video_tokens: int) -> torch.Tensor:
         # fp32 island: modulation. time6 float32[B, L, 6, D]
         shift, scale, gate, ffn_shift, ffn_scale, ffn_gate = (self.modulation.float()[:, None] + time6).unbind(2)
         # 1. Self-attention
-        y = self.self_attn((self.norm1(x).float() * (1 + scale) + shift).type_as(x), angles, plan, layer,
+        y = self.self_attn((self.norm1(x).float() * (1 + scale) + shift).type_as(x), angles, plan, cache,
                            num_video_tokens)
         x = (x.float() + y.float() * gate).type_as(x)
         # 2. Cross-attention
@@ -369,7 +370,8 @@ class CausalWanModel(nn.Module):
         time6 = self.time_projection(time_embedding.to(dtype)).float().unflatten(-1, (6, -1))  # B, L, 6, D
         angles = self._angles(inputs, grid_h, grid_w)
         for layer, block in enumerate(self.blocks):
-            x = block(x, time6, angles, context[layer], plan, layer, num_video)
+            cache = None if plan.cache is None else plan.cache.layer(layer)
+            x = block(x, time6, angles, context[layer], plan, cache, num_video)
 
         video_out = self.head(x[:, :num_video], time_embedding[:, :num_video])  # B, F*gh*gw, out*pt*ph*pw
         actions_out = self.action_decoder(x[:, num_video:num_video + num_actions]) if num_actions else None

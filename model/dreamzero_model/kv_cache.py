@@ -7,7 +7,29 @@ so appending never reallocates. Imports torch only.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class LayerCache:
+    """Views of one layer's cached keys and values, float[B, max_tokens, H, Dh] each."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+    def write(self, offset: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v float[B, n, H, Dh] at token positions offset .. offset + n."""
+        end = offset + k.shape[1]
+        if end > self.k.shape[1]:
+            raise ValueError(f"KV cache overflow: writing tokens {offset}..{end} into a cache of {self.k.shape[1]}")
+        self.k[:, offset:end] = k
+        self.v[:, offset:end] = v
+
+    def read(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``tokens`` cached keys and values: float[B, tokens, H, Dh] each."""
+        return self.k[:, :tokens], self.v[:, :tokens]
 
 
 class KVCache:
@@ -23,17 +45,8 @@ class KVCache:
     def max_tokens(self) -> int:
         return self.k.shape[2]
 
-    def write(self, layer: int, offset: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store k, v float[B, n, H, Dh] at token positions offset .. offset + n of ``layer``."""
-        end = offset + k.shape[1]
-        if end > self.max_tokens:
-            raise ValueError(f"KV cache overflow: writing tokens {offset}..{end} into a cache of {self.max_tokens}")
-        self.k[layer, :, offset:end] = k
-        self.v[layer, :, offset:end] = v
-
-    def read(self, layer: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``tokens`` cached keys and values of ``layer``: float[B, tokens, H, Dh] each."""
-        return self.k[layer, :, :tokens], self.v[layer, :, :tokens]
+    def layer(self, index: int) -> LayerCache:
+        return LayerCache(self.k[index], self.v[index])
 
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2

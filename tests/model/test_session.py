@@ -157,3 +157,18 @@ def test_robots_in_a_batch_do_not_influence_each_other() -> None:
         assert torch.allclose(together[chunk].latents[:1], alone[chunk].latents, atol=1e-4), f"chunk {chunk}"
         assert torch.allclose(changed[chunk].actions[:1], alone[chunk].actions, atol=1e-4), f"chunk {chunk}"
         assert not torch.allclose(changed[chunk].actions[1:], together[chunk].actions[1:], atol=1e-4)
+
+
+def test_ti2v_variant_without_channel_concat_caches_like_it_recomputes() -> None:
+    """The Wan2.2-TI2V layout (5B): latent-only input, no y channels (facts §7)."""
+    config = get_config("tiny", model_type="ti2v", in_dim=16, out_dim=16, concat_first_frame_latent=False)
+    torch.manual_seed(0)
+    model = build_dit(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    inputs = _inputs()
+    cached = _run_context(WamSession(model.eval(), FLASH_SAMPLER), inputs)
+    recomputed = _run_context(WamSession(model, FLASH_SAMPLER, use_kv_cache=False), inputs)
+    for a, b in zip(cached, recomputed):
+        assert torch.allclose(a.actions, b.actions, atol=1e-4) and torch.allclose(a.latents, b.latents, atol=1e-4)
