@@ -72,6 +72,7 @@ setup(
     entry_points={
         "console_scripts": [
             "dreamzero = dreamzero_policy.cli:main",
+            "policy_node = dreamzero_policy.policy_node:main",
         ],
     },
 )

@@ -1,0 +1,147 @@
+"""Parameter tables of the nodes (STYLE.md item 10): name, default, description, read-only flag, range.
+
+Each node declares its whole table in the constructor and reads it once in ``on_configure`` into a
+frozen settings dataclass; nothing reads parameters later. Robot facts are not parameters: they live
+in the embodiment YAML (the ``embodiment`` parameter picks it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter; ``choices`` and ``bounds`` are checked when the node configures."""
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    choices: tuple[str, ...] = ()
+    bounds: tuple[float, float] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        text = self.description + (f" One of: {', '.join(self.choices)}." if self.choices else "")
+        descriptor = ParameterDescriptor(description=text, read_only=self.read_only)
+        if self.bounds is not None and not isinstance(self.default, bool):
+            low, high = self.bounds
+            if isinstance(self.default, int):
+                descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+            elif isinstance(self.default, float):
+                descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
+        return descriptor
+
+
+def declare(node: Node, table: tuple[Param, ...]) -> None:
+    """Declare every parameter of ``table`` on ``node`` with its descriptor."""
+    for param in table:
+        node.declare_parameter(param.name, param.default, param.descriptor())
+
+
+def read(node: Node, table: tuple[Param, ...]) -> dict[str, Any]:
+    """Current values of ``table``; raises ValueError naming each parameter outside its choices or bounds."""
+    values, problems = {}, []
+    for param in table:
+        value = node.get_parameter(param.name).value
+        if param.choices and value not in param.choices:
+            problems.append(f"{param.name}={value!r} is not one of {', '.join(param.choices)}")
+        if param.bounds is not None and not (param.bounds[0] <= value <= param.bounds[1]):
+            problems.append(f"{param.name}={value!r} is outside [{param.bounds[0]}, {param.bounds[1]}]")
+        values[param.name] = value
+    if problems:
+        raise ValueError("invalid parameters: " + "; ".join(problems))
+    return values
+
+
+POLICY_NODE_PARAMS: tuple[Param, ...] = (
+    Param("embodiment", "droid", "Embodiment YAML name (embodiments/dreamzero_embodiments/robots/<name>.yaml) or path."),
+    Param("backend", "local", "Where the model runs: in-process or on a WebSocket server.", choices=("local", "remote")),
+    Param("checkpoint", "tiny", "Checkpoint directory in the official layout, or 'tiny' for a random-weight tiny "
+                                "model created on first use (tests, demo)."),
+    Param("tokenizer_path", "", "Local umT5 tokenizer directory; empty: as recorded in the checkpoint."),
+    Param("device", "cpu", "torch device of the local backend, e.g. cpu or cuda:0."),
+    Param("cpu_threads", 0, "torch CPU threads of the local backend (0: torch's default). On a CPU-only machine "
+                            "leave a core to the ROS callbacks.", bounds=(0, 256)),
+    Param("dtype", "", "torch dtype of the local backend; empty: bfloat16 on CUDA, float32 otherwise.",
+          choices=("", "float32", "bfloat16", "float16")),
+    Param("server_url", "ws://127.0.0.1:8000", "WebSocket URL of the remote backend."),
+    Param("server_token", "", "Bearer token sent to the remote server (the official server ignores it)."),
+    Param("call_timeout_s", 120.0, "Longest wait for one backend call (a first GPU call can take minutes).",
+          bounds=(0.1, 3600.0)),
+    Param("prompt", "", "Initial instruction; change it at run time on ~/prompt.", read_only=False),
+    Param("execute_steps", 24, "Steps of a chunk executed before the next chunk is due; the next query starts "
+                               "that many steps after the previous t_obs minus the measured latency. 24 = the "
+                               "official execute-then-requery cadence.", bounds=(1, 24)),
+    Param("solver", "unipc", "Flow sampler of the local backend.", choices=("unipc", "euler")),
+    Param("num_inference_steps", 16, "Denoising steps (16 official; 1 or 4 for Flash).", bounds=(1, 100)),
+    Param("cache_schedule", "official", "DiT step caching: official 8 of 16, all, or dynamic.",
+          choices=("official", "all", "dynamic")),
+    Param("cfg_scale", 5.0, "Classifier-free guidance on video (1.0 disables the unconditional branch).",
+          bounds=(1.0, 20.0)),
+    Param("seed", 1140, "Seed of each call's initial noise (official 1140); -1 for fresh noise.", bounds=(-1, 2**31 - 1)),
+    Param("frame_mode", "training", "Frame history per continuation query: 9 frames at the training spacing, or the "
+                                    "official server's 4 frames at steps -23/-16/-8/0.", choices=("training", "official")),
+    Param("camera_topics", [""], "Topic overrides 'camera_key=topic' (default topics come from the embodiment YAML)."),
+    Param("camera_reliability", "best_effort", "QoS reliability of camera subscriptions.",
+          choices=("best_effort", "reliable")),
+    Param("camera_timeout_s", 0.5, "A camera whose newest frame is older than this blocks new chunks.",
+          bounds=(0.01, 60.0)),
+    Param("frame_tolerance_s", 0.15, "Largest distance between a wanted frame time and the frame used.",
+          bounds=(0.001, 10.0)),
+    Param("state_tolerance_s", 0.1, "Largest distance between t_obs and the joint state used.", bounds=(0.001, 10.0)),
+    Param("publish_predicted_video", True, "Publish the decoded predicted mosaic frames on ~/predicted_video."),
+    Param("diagnostics_rate_hz", 1.0, "Rate of /diagnostics messages.", bounds=(0.1, 100.0)),
+    Param("tick_rate_hz", 50.0, "Rate at which the node checks whether a query is due.", bounds=(1.0, 1000.0)),
+)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The policy node's parameters, read once in ``on_configure``."""
+
+    embodiment: str
+    backend: str
+    checkpoint: str
+    tokenizer_path: str
+    device: str
+    cpu_threads: int
+    dtype: str
+    server_url: str
+    server_token: str
+    call_timeout_s: float
+    prompt: str
+    execute_steps: int
+    solver: str
+    num_inference_steps: int
+    cache_schedule: str
+    cfg_scale: float
+    seed: int
+    frame_mode: str
+    camera_topics: tuple[str, ...]
+    camera_reliability: str
+    camera_timeout_s: float
+    frame_tolerance_s: float
+    state_tolerance_s: float
+    publish_predicted_video: bool
+    diagnostics_rate_hz: float
+    tick_rate_hz: float
+
+    @classmethod
+    def from_node(cls, node: Node) -> PolicySettings:
+        values = read(node, POLICY_NODE_PARAMS)
+        values["camera_topics"] = tuple(v for v in values["camera_topics"] if v)
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    def topic_overrides(self) -> dict[str, str]:
+        """``camera_topics`` as {camera key: topic}; raises ValueError on an entry without '='."""
+        overrides = {}
+        for entry in self.camera_topics:
+            key, sep, topic = entry.partition("=")
+            if not sep or not key or not topic:
+                raise ValueError(f"camera_topics entry {entry!r} must look like 'camera_key=topic'")
+            overrides[key.strip()] = topic.strip()
+        return overrides

@@ -1,0 +1,327 @@
+"""policy_node: hosts the World Action Model and publishes action chunks (ARCHITECTURE.md §2-5).
+
+Graph: subscribes the embodiment's cameras (Image or CompressedImage, topics from the YAML or
+``camera_topics``) and ``joint_states``; ``~/prompt`` (std_msgs/String) changes the instruction and
+starts a new session; services ``~/reset`` (std_srvs/Trigger) and ``~/enable`` (std_srvs/SetBool).
+Publishes ``~/action_chunk`` (dreamzero_msgs/ActionChunk: relative flags, anchor = state at t_obs,
+values in model units), ``~/predicted_video`` (sensor_msgs/Image, the decoded predicted mosaic) and
+``diagnostics``. Parameters: :data:`dreamzero_policy.params.POLICY_NODE_PARAMS`.
+
+Lifecycle: configure loads the embodiment and the backend (a model load can take minutes);
+activate starts a session and lets the tick timer query; deactivate stops querying (a running call
+finishes and its chunk is dropped). Inference runs on one worker thread, so executors never wait on
+the model and there is never more than one call in flight.
+
+Safe behaviour: no chunk is published when a camera is stale, the joint state is missing, NaN or
+out of tolerance, or the backend fails; diagnostics name the cause. Downstream the adapter holds
+position when chunks stop.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import traceback
+import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from dreamzero_embodiments.assembly import ObservationAssembler, ObservationError
+from dreamzero_embodiments.scheduling import QueryScheduler
+from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
+from dreamzero_msgs.msg import ActionChunk
+from dreamzero_policy.backends.base import BackendError, Observation, PolicyBackend
+from dreamzero_policy.conversions import (Chunk, chunk_to_message, image_to_rgb, joint_state_arrays, rgb_to_image,
+                                          stamp_to_ns)
+from dreamzero_policy.diagnostics import ERROR, OK, WARN, diagnostic_array
+from dreamzero_policy.params import POLICY_NODE_PARAMS, PolicySettings, declare
+from dreamzero_policy.qos import camera_qos, reliable_qos
+
+LATENCY_WINDOW = 50  # chunks kept for latency percentiles and the chunk rate
+RETRY_AFTER_ERROR_S = 1.0  # pause before querying again after a failed call
+
+
+def make_backend(settings: PolicySettings, spec: EmbodimentSpec) -> PolicyBackend:
+    """The backend named by ``settings.backend``; the local model runs in a child process
+    (:mod:`dreamzero_policy.backends.process` says why)."""
+    if settings.backend == "remote":
+        from dreamzero_policy.backends.remote import RemoteBackend
+
+        return RemoteBackend(spec, settings.server_url, token=settings.server_token or None,
+                             call_timeout_s=settings.call_timeout_s)
+    from dreamzero_model import SamplerConfig
+    from dreamzero_policy.backends.local import LocalBackend
+    from dreamzero_policy.backends.process import ProcessBackend
+
+    sampler = SamplerConfig(solver=settings.solver, num_steps=settings.num_inference_steps,
+                            cfg_scale=settings.cfg_scale, cache_schedule=settings.cache_schedule,
+                            seed=None if settings.seed < 0 else settings.seed)
+    factory = functools.partial(LocalBackend, spec, settings.checkpoint, device=settings.device, dtype=settings.dtype,
+                                sampler=sampler, tokenizer_path=settings.tokenizer_path,
+                                decode_video=settings.publish_predicted_video, cpu_threads=settings.cpu_threads)
+    return ProcessBackend(factory, call_timeout_s=settings.call_timeout_s)
+
+
+class PolicyNode(LifecycleNode):
+    """See module docstring."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("policy_node", **kwargs)
+        declare(self, POLICY_NODE_PARAMS)
+        self.declare_parameter("autostart", False)
+        self._settings: PolicySettings | None = None
+        self._spec: EmbodimentSpec | None = None
+        self._backend: PolicyBackend | None = None
+        self._assembler: ObservationAssembler | None = None
+        self._scheduler: QueryScheduler | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._inflight: Future | None = None
+        self._chunk_pub = self._video_pub = self._diagnostics_pub = None
+        self._entities: list = []
+        self._lock = threading.Lock()
+        self._active = False
+        self._enabled = True
+        self._prompt = ""
+        self._session_id = ""
+        self._first_of_session = True
+        self._chunk_id = 0
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._chunk_times: deque[int] = deque(maxlen=LATENCY_WINDOW)
+        self._blocked = ""
+        self._last_error = ""
+        self._dropped_images = 0
+        if self.get_parameter("autostart").value:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # ---------------------------------------------------------------- lifecycle
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._setup()
+        except Exception:  # noqa: BLE001 - a failed configure must leave the node re-configurable
+            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
+            self._teardown()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _setup(self) -> None:
+        settings = self._settings = PolicySettings.from_node(self)
+        spec = self._spec = load_embodiment(settings.embodiment)
+        overrides = settings.topic_overrides()
+        unknown = sorted(set(overrides) - {c.key for c in spec.cameras})
+        if unknown:
+            raise ValueError(f"camera_topics names unknown cameras {unknown}; {spec.name} has "
+                             f"{[c.key for c in spec.cameras]}")
+        self._prompt = settings.prompt
+        self._assembler = ObservationAssembler(spec, frame_mode=settings.frame_mode,
+                                               camera_timeout_s=settings.camera_timeout_s,
+                                               frame_tolerance_s=settings.frame_tolerance_s,
+                                               state_tolerance_s=settings.state_tolerance_s)
+        self._scheduler = QueryScheduler(settings.execute_steps, spec.timing.dt)
+        self._backend = make_backend(settings, spec)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-inference")
+        self._chunk_pub = self.create_lifecycle_publisher(ActionChunk, "~/action_chunk", reliable_qos())
+        self._video_pub = self.create_lifecycle_publisher(Image, "~/predicted_video", reliable_qos(depth=8))
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "diagnostics", reliable_qos())
+        sensors = MutuallyExclusiveCallbackGroup()
+        for camera in spec.cameras:
+            msg_type = CompressedImage if camera.type == "CompressedImage" else Image
+            self._entities.append(self.create_subscription(
+                msg_type, overrides.get(camera.key, camera.topic), lambda msg, key=camera.key: self._on_image(key, msg),
+                camera_qos(settings.camera_reliability), callback_group=sensors))
+        self._entities += [
+            self.create_subscription(JointState, spec.joint_states_topic, self._on_joint_state, reliable_qos(),
+                                     callback_group=sensors),
+            self.create_subscription(String, "~/prompt", self._on_prompt, reliable_qos()),
+            self.create_service(Trigger, "~/reset", self._on_reset),
+            self.create_service(SetBool, "~/enable", self._on_enable),
+            self.create_timer(1.0 / settings.tick_rate_hz, self._tick, callback_group=MutuallyExclusiveCallbackGroup()),
+            self.create_timer(1.0 / settings.diagnostics_rate_hz, self._publish_diagnostics),
+        ]
+        self.get_logger().info(f"configured: embodiment {spec.name}, backend {settings.backend}")
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._start_session()
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        """One cleanup path for cleanup, shutdown and a failed configure; tolerates partial state."""
+        self._active = False
+        for entity in self._entities:
+            for destroy in (self.destroy_subscription, self.destroy_service, self.destroy_timer):
+                if destroy(entity):
+                    break
+        self._entities = []
+        for publisher in (self._chunk_pub, self._video_pub):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        if self._diagnostics_pub is not None:
+            self.destroy_publisher(self._diagnostics_pub)
+        self._chunk_pub = self._video_pub = self._diagnostics_pub = None
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+        if self._backend is not None:
+            self._backend.close()
+        self._worker = self._backend = self._inflight = None
+
+    # ---------------------------------------------------------------- callbacks
+    def _on_image(self, key: str, msg: Image | CompressedImage) -> None:
+        try:
+            self._assembler.push_frame(key, stamp_to_ns(msg.header.stamp), image_to_rgb(msg))
+        except ValueError as error:
+            self._dropped_images += 1
+            self.get_logger().warning(f"dropped image from camera {key}: {error}", throttle_duration_sec=5.0)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            names, positions = joint_state_arrays(msg)
+        except ValueError as error:
+            self.get_logger().warning(f"dropped joint state: {error}", throttle_duration_sec=5.0)
+            return
+        self._assembler.push_state(stamp_to_ns(msg.header.stamp), names, positions)
+
+    def _on_prompt(self, msg: String) -> None:
+        self.get_logger().info(f"new prompt: {msg.data!r} (new session)")
+        self._prompt = msg.data
+        self._start_session()
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._start_session()
+        response.success, response.message = True, f"new session {self._session_id}"
+        return response
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        if request.data and not self._enabled:
+            self._start_session()
+        self._enabled = bool(request.data)
+        response.success, response.message = True, "enabled" if self._enabled else "disabled: no new queries"
+        return response
+
+    def _start_session(self) -> None:
+        with self._lock:
+            self._session_id = uuid.uuid4().hex[:12]
+            self._first_of_session = True
+            self._chunk_id = 0
+            if self._scheduler is not None:
+                self._scheduler.reset()
+
+    def _tick(self) -> None:
+        if not (self._active and self._enabled) or (self._inflight is not None and not self._inflight.done()):
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        if not self._scheduler.due(now_ns):
+            return
+        try:
+            assembled = self._assembler.assemble(now_ns, first_of_session=self._first_of_session)
+        except ObservationError as error:
+            self._blocked = str(error)
+            return
+        self._blocked = ""
+        observation = Observation(t_obs_ns=assembled.t_obs_ns, views=assembled.views, state=assembled.state,
+                                  prompt=self._prompt, session_id=self._session_id,
+                                  first_of_session=self._first_of_session)
+        self._inflight = self._worker.submit(self._infer, observation)
+
+    # ---------------------------------------------------------------- worker thread
+    def _infer(self, observation: Observation) -> None:
+        """Runs on the worker thread: the only place that calls the backend."""
+        try:
+            if observation.first_of_session:
+                self._backend.reset(observation.prompt, observation.session_id)
+            prediction = self._backend.infer(observation)
+        except Exception as error:  # noqa: BLE001 - thread boundary: report, never crash the node
+            detail = str(error) if isinstance(error, BackendError) else traceback.format_exc()
+            self._last_error = f"{type(error).__name__}: {detail}"
+            self.get_logger().error(f"inference failed: {self._last_error}", throttle_duration_sec=5.0)
+            self._scheduler.hold_until(self.get_clock().now().nanoseconds + int(RETRY_AFTER_ERROR_S * 1e9))
+            return
+        with self._lock:
+            if not self._active or observation.session_id != self._session_id:
+                return  # deactivated or a new session started while this call ran: drop its chunk
+            self._first_of_session = False
+            self._chunk_id += 1
+            chunk_id = self._chunk_id
+        self._publish(observation, prediction, chunk_id)
+
+    def _publish(self, observation: Observation, prediction, chunk_id: int) -> None:
+        spec = self._spec
+        names = spec.action_names
+        state_index = {name: i for i, name in enumerate(spec.state_names)}
+        relative = np.asarray(prediction.relative, dtype=bool)
+        anchor = np.array([observation.state[state_index[n]] if r else 0.0 for n, r in zip(names, relative)])
+        now_ns = self.get_clock().now().nanoseconds
+        latency = (now_ns - observation.t_obs_ns) * 1e-9
+        self._chunk_pub.publish(chunk_to_message(Chunk(
+            t_obs_ns=observation.t_obs_ns, embodiment=spec.name, session_id=observation.session_id, chunk_id=chunk_id,
+            names=names, relative=relative, anchor=anchor, values=prediction.actions, dt=spec.timing.dt,
+            latency=latency)))
+        if prediction.frames is not None and self._settings.publish_predicted_video:
+            step_ns = round(spec.timing.frame_stride * spec.timing.dt * 1e9)
+            for index, frame in enumerate(prediction.frames):
+                self._video_pub.publish(rgb_to_image(frame, observation.t_obs_ns + (index + 1) * step_ns, spec.name))
+        self._scheduler.record(observation.t_obs_ns, latency)
+        self._latencies.append(latency)
+        self._chunk_times.append(now_ns)
+        self._last_error = ""
+
+    # ---------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        latencies = np.array(self._latencies) if self._latencies else np.zeros(1)
+        span_s = (self._chunk_times[-1] - self._chunk_times[0]) * 1e-9 if len(self._chunk_times) > 1 else 0.0
+        values: dict[str, object] = {
+            "active": self._active, "enabled": self._enabled, "backend": self._settings.backend,
+            "session_id": self._session_id, "chunks_published": self._chunk_id,
+            "chunk_rate_hz": (len(self._chunk_times) - 1) / span_s if span_s > 0 else 0.0,
+            "latency_p50_s": float(np.percentile(latencies, 50)), "latency_p95_s": float(np.percentile(latencies, 95)),
+            "dropped_images": self._dropped_images, "blocked": self._blocked or "no", "last_error": self._last_error or "none",
+        }
+        for key, age in self._assembler.camera_ages_s(now_ns).items():
+            values[f"camera_age_s.{key}"] = age
+        level, message = (ERROR, f"backend error: {self._last_error}") if self._last_error else (
+            (WARN, f"no chunk: {self._blocked}") if self._blocked else (OK, "publishing chunks" if self._active else "inactive"))
+        self._diagnostics_pub.publish(diagnostic_array(now_ns, f"{self.get_name()}: policy", self._spec.name, level,
+                                                       message, values))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console script ``policy_node``: spins the node on a MultiThreadedExecutor."""
+    with rclpy.init(args=args):
+        node = PolicyNode()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            node._teardown()
+
+
+__all__ = ["PolicyNode", "main", "make_backend"]

@@ -1,0 +1,147 @@
+"""policy_node with the tiny local backend, driven by synthetic sensors over real rclpy topics.
+
+Cameras run at different rates with jittered stamps, one of them compressed; joint states follow a
+known function of time, so each chunk's anchor can be traced to the published state it used.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from dreamzero_embodiments.spec import ROBOTS_DIR, load_embodiment
+from dreamzero_msgs.msg import ActionChunk
+from dreamzero_policy.conversions import message_to_chunk, stamp_to_ns
+from dreamzero_policy.policy_node import PolicyNode
+from ros_testing import MessageCollector, spinning, wait_until
+from policy.synthetic_sensors import SyntheticSensors
+
+RATES = {"exterior_image_1_left": 15.0, "exterior_image_2_left": 10.0, "wrist_image_left": 30.0}
+EXECUTE_STEPS = 8
+STATE_TOLERANCE_S = 0.1
+CAMERA_TIMEOUT_S = 0.5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory):
+    previous = os.environ.get("DREAMZERO_CACHE")
+    os.environ["DREAMZERO_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("DREAMZERO_CACHE")
+    else:
+        os.environ["DREAMZERO_CACHE"] = previous
+
+
+def _mixed_droid(tmp_path: Path) -> Path:
+    """DROID with its second exterior camera sending CompressedImage (jpeg)."""
+    document = yaml.safe_load((ROBOTS_DIR / "droid.yaml").read_text())
+    document["cameras"][1]["type"] = "CompressedImage"
+    path = tmp_path / "droid_mixed.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def _policy_node(namespace: str, embodiment: Path, **overrides) -> PolicyNode:
+    values = {"embodiment": str(embodiment), "backend": "local", "checkpoint": "tiny", "prompt": "Pick up the cup.",
+              "execute_steps": EXECUTE_STEPS, "solver": "euler", "num_inference_steps": 1, "cfg_scale": 1.0,
+              "camera_timeout_s": CAMERA_TIMEOUT_S, "state_tolerance_s": STATE_TOLERANCE_S, "diagnostics_rate_hz": 5.0, **overrides}
+    return PolicyNode(namespace=namespace, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
+def _start(node: PolicyNode) -> None:
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+
+def test_chunks_flow_with_names_anchors_stamps_latency_and_video(ros_context, unique_name, tmp_path) -> None:
+    embodiment = _mixed_droid(tmp_path)
+    spec = load_embodiment(embodiment)
+    node = _policy_node(unique_name, embodiment)
+    sensors = SyntheticSensors("sensors", spec, RATES, camera_types={c.key: c.type for c in spec.cameras},
+                               namespace=unique_name)
+    listener = Node("listener", namespace=unique_name)
+    chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
+    video = MessageCollector(listener, Image, "policy_node/predicted_video", 50)
+    try:
+        with spinning([node, sensors, listener], threads=4):
+            _start(node)
+            received = chunks.wait_for(5, timeout_s=60.0)
+            arrival_ns = listener.get_clock().now().nanoseconds
+            frames = video.wait_for(8, timeout_s=10.0)
+    finally:
+        node.trigger_shutdown()
+        for n in (node, sensors, listener):
+            n.destroy_node()
+
+    parsed = [message_to_chunk(m) for m in received]
+    assert all(c.names == spec.action_names for c in parsed)
+    assert all(c.relative.tolist() == [True] * 7 + [False] for c in parsed)
+    assert all(c.values.shape == (24, 8) and np.all(np.isfinite(c.values)) for c in parsed)
+    assert [c.chunk_id for c in parsed] == list(range(1, len(parsed) + 1))
+    assert all(abs(c.dt - 1 / 15) < 1e-12 and c.embodiment == spec.name for c in parsed)
+    assert len({c.session_id for c in parsed}) == 1
+    for chunk in parsed:  # the anchor is a published joint state near t_obs (joints: no unit map)
+        near = [p for s, p in sensors.states() if abs(s - chunk.t_obs_ns) <= STATE_TOLERANCE_S * 1e9]
+        assert any(np.allclose(chunk.anchor[:7], p[:7]) for p in near), "anchor is not the state at t_obs"
+        assert chunk.anchor[7] == 0.0  # absolute gripper: no anchor
+        assert 0.0 < chunk.latency < 10.0 and chunk.t_obs_ns < arrival_ns
+    # Cadence (lower bounds only: how late a query may start depends on this shared machine's load, which a
+    # test must not assert on): a query never starts while one is in flight, and never before the previous
+    # chunk has EXECUTE_STEPS steps left minus the latency; t_obs trails the query start by at most the
+    # camera timeout (the staleness check guarantees it) plus stamp jitter.
+    gaps_s = np.diff([c.t_obs_ns for c in parsed]) * 1e-9
+    latencies = np.array([c.latency for c in parsed[:-1]])
+    slack_s = CAMERA_TIMEOUT_S + 0.01
+    assert np.all(gaps_s >= latencies - slack_s), (gaps_s, latencies)
+    assert np.all(gaps_s >= EXECUTE_STEPS / 15 - latencies.max() - slack_s), (gaps_s, latencies)
+    assert all((f.height, f.width, f.encoding) == (32, 64, "rgb8") for f in frames)  # tiny model's mosaic
+    assert stamp_to_ns(frames[0].header.stamp) > parsed[0].t_obs_ns
+
+
+def _diagnostic(collector: MessageCollector) -> tuple[int, str]:
+    status = collector.messages[-1].status[0]
+    return status.level[0], status.message
+
+
+def test_stale_camera_and_bad_joint_stop_chunks_and_are_named_then_recover(ros_context, unique_name, tmp_path) -> None:
+    spec = load_embodiment("droid")
+    node = _policy_node(unique_name, ROBOTS_DIR / "droid.yaml")
+    sensors = SyntheticSensors("sensors", spec, RATES, namespace=unique_name)
+    listener = Node("listener", namespace=unique_name)
+    chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
+    diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
+    try:
+        with spinning([node, sensors, listener], threads=4):
+            _start(node)
+            chunks.wait_for(2, timeout_s=60.0)
+
+            sensors.stopped.add("wrist_image_left")
+            wait_until(lambda: "wrist_image_left" in _diagnostic(diagnostics)[1], 10.0, "diagnostics naming the camera")
+            level, message = _diagnostic(diagnostics)
+            assert level == 1 and "cameras/wrist/image_raw" in message  # WARN, names the topic
+            settled, reports = len(chunks.messages), len(diagnostics.messages)
+            diagnostics.wait_for(reports + 5, timeout_s=10.0)  # a further second of stale reports at 5 Hz
+            assert all("wrist_image_left" in m.status[0].message for m in diagnostics.messages[reports:])
+            assert len(chunks.messages) <= settled + 1, "no chunk may follow a stale camera (one may be in flight)"
+
+            sensors.stopped.clear()
+            sensors.poisoned = "panda_joint3"
+            wait_until(lambda: "panda_joint3" in _diagnostic(diagnostics)[1], 10.0, "diagnostics naming the joint")
+            before = len(chunks.messages)
+
+            sensors.poisoned = None
+            chunks.wait_for(before + 2, timeout_s=30.0)
+            wait_until(lambda: _diagnostic(diagnostics)[0] == 0, 10.0, "diagnostics back to OK")
+    finally:
+        node.trigger_shutdown()
+        for n in (node, sensors, listener):
+            n.destroy_node()
