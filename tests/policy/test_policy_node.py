@@ -145,3 +145,38 @@ def test_stale_camera_and_bad_joint_stop_chunks_and_are_named_then_recover(ros_c
         node.trigger_shutdown()
         for n in (node, sensors, listener):
             n.destroy_node()
+
+
+def test_remote_backend_chunks_are_absolute_and_server_errors_show_in_diagnostics(ros_context, unique_name) -> None:
+    from policy.fake_dreamzero_server import FakeDreamZeroServer
+
+    spec = load_embodiment("droid")
+    with FakeDreamZeroServer() as server:
+        node = _policy_node(unique_name, ROBOTS_DIR / "droid.yaml", backend="remote", server_url=server.url,
+                            call_timeout_s=5.0, frame_mode="official")
+        sensors = SyntheticSensors("sensors", spec, RATES, namespace=unique_name)
+        listener = Node("listener", namespace=unique_name)
+        chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
+        diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
+        try:
+            with spinning([node, sensors, listener], threads=4):
+                _start(node)
+                received = chunks.wait_for(2, timeout_s=30.0)
+                server.fail_infer_with = "CUDA out of memory"
+                wait_until(lambda: "CUDA out of memory" in _diagnostic(diagnostics)[1], 15.0, "the server error")
+                assert _diagnostic(diagnostics)[0] == 2  # ERROR
+                count = len(chunks.messages)
+                reports = len(diagnostics.messages)
+                diagnostics.wait_for(reports + 5, timeout_s=10.0)
+                assert len(chunks.messages) <= count + 1, "no chunk may come from a failing server"
+                server.fail_infer_with = None
+                chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)
+        finally:
+            node.trigger_shutdown()
+            for n in (node, sensors, listener):
+                n.destroy_node()
+    first = message_to_chunk(received[0])
+    assert not first.relative.any() and not first.anchor.any()  # the official server returns absolute actions
+    assert first.values.shape == (24, 8)
+    sizes = [r["observation/wrist_image_left"].shape for r in server.requests if r.get("endpoint") == "infer"]
+    assert sizes[0] == (180, 320, 3) and (4, 180, 320, 3) in sizes  # first query one frame, then 4 (official mode)
