@@ -86,3 +86,10 @@ def test_robot_workspace_links_to_both_packages() -> None:
         path = src / link
         assert path.is_symlink(), f"{path} must be a link into the repository"
         assert ET.parse(path / "package.xml").getroot().findtext("name") == package
+
+
+def test_every_policy_node_parameter_is_documented_in_the_readme() -> None:
+    from dreamzero_policy.params import POLICY_NODE_PARAMS
+
+    readme = (ROOT / "README.md").read_text()
+    assert [p.name for p in POLICY_NODE_PARAMS if f"`{p.name}`" not in readme] == []

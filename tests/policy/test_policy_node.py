@@ -180,3 +180,58 @@ def test_remote_backend_chunks_are_absolute_and_server_errors_show_in_diagnostic
     assert first.values.shape == (24, 8)
     sizes = [r["observation/wrist_image_left"].shape for r in server.requests if r.get("endpoint") == "infer"]
     assert sizes[0] == (180, 320, 3) and (4, 180, 320, 3) in sizes  # first query one frame, then 4 (official mode)
+
+
+def test_enable_reset_and_prompt_control_the_session(ros_context, unique_name) -> None:
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool, Trigger
+
+    from policy.fake_dreamzero_server import FakeDreamZeroServer
+
+    spec = load_embodiment("droid")
+    with FakeDreamZeroServer() as server:
+        node = _policy_node(unique_name, ROBOTS_DIR / "droid.yaml", backend="remote", server_url=server.url,
+                            frame_mode="official")
+        sensors = SyntheticSensors("sensors", spec, RATES, namespace=unique_name)
+        client = Node("client", namespace=unique_name)
+        chunks = MessageCollector(client, ActionChunk, "policy_node/action_chunk")
+        diagnostics = MessageCollector(client, DiagnosticArray, "diagnostics", 50)
+        enable = client.create_client(SetBool, "policy_node/enable")
+        reset = client.create_client(Trigger, "policy_node/reset")
+        prompt = client.create_publisher(String, "policy_node/prompt", 10)
+
+        def call(service, request):
+            assert service.wait_for_service(timeout_sec=10.0)
+            future = service.call_async(request)
+            wait_until(future.done, 10.0, "service reply")
+            return future.result()
+
+        try:
+            with spinning([node, sensors, client], threads=4):
+                _start(node)
+                first_session = chunks.wait_for(2, timeout_s=30.0)[0].session_id
+
+                assert call(enable, SetBool.Request(data=False)).success
+                paused_at, reports = len(chunks.messages), len(diagnostics.messages)
+                diagnostics.wait_for(reports + 5, timeout_s=10.0)
+                assert len(chunks.messages) <= paused_at + 1
+                assert any(kv.key == "enabled" and kv.value == "False" for kv in diagnostics.messages[-1].status[0].values)
+
+                assert call(enable, SetBool.Request(data=True)).success
+                resumed = chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)[-1]
+                assert resumed.session_id != first_session and resumed.chunk_id == 1
+
+                reply = call(reset, Trigger.Request())
+                assert reply.success and reply.message.startswith("new session")
+                after_reset = chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)[-1]
+                assert after_reset.session_id not in (first_session, resumed.session_id)
+
+                prompt.publish(String(data="Open the drawer."))
+                wait_until(lambda: any(r.get("prompt") == "Open the drawer." for r in server.requests), 15.0,
+                           "the new prompt at the server")
+        finally:
+            node.trigger_shutdown()
+            for n in (node, sensors, client):
+                n.destroy_node()
+    resets = [r for r in server.requests if r.get("endpoint") == "reset"]
+    assert len({r["session_id"] for r in resets}) >= 4  # activate, enable, reset, prompt: a new session each
