@@ -7,8 +7,9 @@ Imports the standard library only.
 """
 from __future__ import annotations
 
-import difflib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
+
+from dreamzero_model.construction import pick
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,7 @@ def get_config(name: str, **overrides) -> DiTConfig:
     Raises:
         ValueError: unknown name (the message suggests the closest preset).
     """
-    if name not in _PRESETS:
-        close = difflib.get_close_matches(name, _PRESETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model config {name!r}{hint} (known: {', '.join(_PRESETS)})")
-    return replace(_PRESETS[name], **overrides) if overrides else _PRESETS[name]
+    return pick(_PRESETS, name, "model config", **overrides)
 
 
 def config_names() -> list[str]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamzero_model.config import DiTConfig, get_config
+from dreamzero_model.construction import build_on
 from dreamzero_model.kv_cache import KVCache, LayerCache
 from dreamzero_model.rope import apply_rope, sequence_angles, video_angles
 
@@ -394,12 +395,4 @@ def build_dit(name_or_config: str | DiTConfig, device: torch.device | str | None
     model never passes through a float32 CPU copy.
     """
     config = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
-    with torch.device("meta"):
-        model = CausalWanModel(config)
-    if dtype is not None:
-        model = model.to(dtype)
-    if str(device) == "meta":
-        return model
-    model = model.to_empty(device=device or "cpu")
-    model.init_weights()
-    return model
+    return build_on(lambda: CausalWanModel(config), device, dtype)

@@ -9,13 +9,13 @@ the demo), ``dreamzero_14b`` (Wan2.1-I2V-14B, umT5-XXL, ViT-H/14, Wan2.1 VAE) an
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dreamzero_model.config import DiTConfig, get_config
+from dreamzero_model.construction import pick
 from dreamzero_model.dit import CausalWanModel, build_dit
 from dreamzero_model.image_encoder import (ImageEncoderConfig, WanImageEncoder, build_image_encoder,
                                            get_image_encoder_config)
@@ -73,11 +73,7 @@ _PRESETS = {
 
 def get_full_config(name: str) -> FullModelConfig:
     """A full-model preset by name (``tiny``, ``dreamzero_14b``, ``dreamzero_5b``)."""
-    if name not in _PRESETS:
-        close = difflib.get_close_matches(name, _PRESETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (known: {', '.join(_PRESETS)})")
-    dit, text, image, vae = _PRESETS[name]
+    dit, text, image, vae = pick(_PRESETS, name, "model")
     return FullModelConfig(name=name, dit=get_config(dit), text_encoder=get_text_encoder_config(text),
                            image_encoder=get_image_encoder_config(image), vae=get_vae_config(vae))
 

@@ -14,13 +14,14 @@ This module never opens a file and imports torch only.
 """
 from __future__ import annotations
 
-import difflib
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dreamzero_model.construction import build_on, pick
 
 # CLIP normalisation (facts §2.1, rounded there; full precision as in Wan's CLIP transforms).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -118,11 +119,7 @@ def get_image_encoder_config(name: str, **overrides) -> ImageEncoderConfig:
     Raises:
         ValueError: unknown name (the message suggests the closest preset) or an inconsistent override.
     """
-    if name not in _PRESETS:
-        close = difflib.get_close_matches(name, _PRESETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown image encoder config {name!r}{hint} (known: {', '.join(_PRESETS)})")
-    return replace(_PRESETS[name], **overrides) if overrides else _PRESETS[name]
+    return pick(_PRESETS, name, "image encoder config", **overrides)
 
 
 def image_encoder_config_names() -> list[str]:
@@ -299,15 +296,7 @@ def build_image_encoder(name_or_config: str | ImageEncoderConfig, device: torch.
         config = get_image_encoder_config(name_or_config)
     else:
         config = name_or_config
-    with torch.device("meta"):
-        encoder = WanImageEncoder(config)
-    if dtype is not None:
-        encoder = encoder.to(dtype)
-    if str(device) == "meta":
-        return encoder
-    encoder = encoder.to_empty(device=device or "cpu")
-    encoder.init_weights()
-    return encoder
+    return build_on(lambda: WanImageEncoder(config), device, dtype)
 
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "ClipVisionModel", "ImageEncoderConfig", "VisionTransformer", "WanImageEncoder",

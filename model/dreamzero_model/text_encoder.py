@@ -21,16 +21,17 @@ ftfy (plus the standard library) only.
 """
 from __future__ import annotations
 
-import difflib
 import html
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import ftfy
 import torch
 import transformers
 from torch import nn
+
+from dreamzero_model.construction import build_on, pick
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,7 @@ def get_text_encoder_config(name: str, **overrides) -> TextEncoderConfig:
     Raises:
         ValueError: unknown name (the message suggests the closest preset).
     """
-    if name not in _PRESETS:
-        close = difflib.get_close_matches(name, _PRESETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown text encoder config {name!r}{hint} (known: {', '.join(_PRESETS)})")
-    return replace(_PRESETS[name], **overrides) if overrides else _PRESETS[name]
+    return pick(_PRESETS, name, "text encoder config", **overrides)
 
 
 # Official Wan/DreamZero name (manifest) <-> transformers UMT5EncoderModel name; {i} is the block index.
@@ -280,15 +277,7 @@ def build_text_encoder(name_or_config: str | TextEncoderConfig, device: torch.de
     5.7B-parameter encoder never passes through a float32 CPU copy.
     """
     config = get_text_encoder_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
-    with torch.device("meta"):
-        model = WanTextEncoder(config)
-    if dtype is not None:
-        model = model.to(dtype)
-    if str(device) == "meta":
-        return model
-    model = model.to_empty(device=device or "cpu")
-    model.init_weights()
-    return model
+    return build_on(lambda: WanTextEncoder(config), device, dtype)
 
 
 def clean_prompt(text: str) -> str:

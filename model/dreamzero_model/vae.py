@@ -21,15 +21,16 @@ costs seconds on a CPU, so it is loaded when the first VAE is built).
 """
 from __future__ import annotations
 
-import difflib
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from dreamzero_model.construction import build_on, pick
 
 # Wan2.1 per-channel latent statistics: the defaults ``latents_mean`` / ``latents_std`` of diffusers
 # 0.42.1 ``AutoencoderKLWan.__init__`` (the Wan2.1 VAE config), equal to the constants hard-coded in
@@ -167,11 +168,7 @@ def get_vae_config(name: str, /, **overrides) -> VAEConfig:
     Raises:
         ValueError: unknown name (the message suggests the closest preset) or an inconsistent override.
     """
-    if name not in _PRESETS:
-        close = difflib.get_close_matches(name, _PRESETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown VAE config {name!r}{hint} (known: {', '.join(_PRESETS)})")
-    return replace(_PRESETS[name], **overrides) if overrides else _PRESETS[name]
+    return pick(_PRESETS, name, "VAE config", **overrides)
 
 
 def vae_config_names() -> list[str]:
@@ -445,16 +442,7 @@ def build_vae(name_or_config: str | VAEConfig, device: torch.device | str | None
     latent statistics stay float32 whatever ``dtype``.
     """
     config = get_vae_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
-    with torch.device("meta"):
-        vae = WanVideoVAE(config)
-    if dtype is not None:
-        vae = vae.to(dtype)
-    vae.eval()
-    if str(device) == "meta":
-        return vae
-    vae = vae.to_empty(device=device or "cpu")
-    vae.init_weights()
-    return vae
+    return build_on(lambda: WanVideoVAE(config), device, dtype).eval()
 
 
 __all__ = ["WAN21_LATENTS_MEAN", "WAN21_LATENTS_STD", "WAN22_LATENTS_MEAN", "WAN22_LATENTS_STD", "VAEConfig",

@@ -6,6 +6,8 @@ known function of time, so each chunk's anchor can be traced to the published st
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +18,15 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
 
 from dreamzero_embodiments.spec import ROBOTS_DIR, load_embodiment
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.conversions import message_to_chunk, stamp_to_ns
 from dreamzero_policy.policy_node import PolicyNode
 from ros_testing import MessageCollector, spinning, wait_until
+from policy.fake_dreamzero_server import FakeDreamZeroServer
 from policy.synthetic_sensors import SyntheticSensors
 
 RATES = {"exterior_image_1_left": 15.0, "exterior_image_2_left": 10.0, "wrist_image_left": 30.0}
@@ -62,25 +67,33 @@ def _start(node: PolicyNode) -> None:
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
 
+@contextmanager
+def _running(namespace: str, embodiment: Path, **overrides) -> Iterator[tuple[PolicyNode, SyntheticSensors, Node]]:
+    """A configured and active policy node with synthetic sensors and a listener node, all spinning."""
+    spec = load_embodiment(embodiment)
+    node = _policy_node(namespace, embodiment, **overrides)
+    sensors = SyntheticSensors("sensors", spec, RATES, camera_types={c.key: c.type for c in spec.cameras},
+                               namespace=namespace)
+    listener = Node("listener", namespace=namespace)
+    try:
+        with spinning([node, sensors, listener], threads=4):
+            yield node, sensors, listener
+    finally:
+        node.trigger_shutdown()
+        for each in (node, sensors, listener):
+            each.destroy_node()
+
+
 def test_chunks_flow_with_names_anchors_stamps_latency_and_video(ros_context, unique_name, tmp_path) -> None:
     embodiment = _mixed_droid(tmp_path)
     spec = load_embodiment(embodiment)
-    node = _policy_node(unique_name, embodiment)
-    sensors = SyntheticSensors("sensors", spec, RATES, camera_types={c.key: c.type for c in spec.cameras},
-                               namespace=unique_name)
-    listener = Node("listener", namespace=unique_name)
-    chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
-    video = MessageCollector(listener, Image, "policy_node/predicted_video", 50)
-    try:
-        with spinning([node, sensors, listener], threads=4):
-            _start(node)
-            received = chunks.wait_for(5, timeout_s=60.0)
-            arrival_ns = listener.get_clock().now().nanoseconds
-            frames = video.wait_for(8, timeout_s=10.0)
-    finally:
-        node.trigger_shutdown()
-        for n in (node, sensors, listener):
-            n.destroy_node()
+    with _running(unique_name, embodiment) as (node, sensors, listener):
+        chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
+        video = MessageCollector(listener, Image, "policy_node/predicted_video", 50)
+        _start(node)
+        received = chunks.wait_for(5, timeout_s=60.0)
+        arrival_ns = listener.get_clock().now().nanoseconds
+        frames = video.wait_for(8, timeout_s=10.0)
 
     parsed = [message_to_chunk(m) for m in received]
     assert all(c.names == spec.action_names for c in parsed)
@@ -112,69 +125,48 @@ def _diagnostic(collector: MessageCollector) -> tuple[int, str]:
     return status.level[0], status.message
 
 
-def test_stale_camera_and_bad_joint_stop_chunks_and_are_named_then_recover(ros_context, unique_name, tmp_path) -> None:
-    spec = load_embodiment("droid")
-    node = _policy_node(unique_name, ROBOTS_DIR / "droid.yaml")
-    sensors = SyntheticSensors("sensors", spec, RATES, namespace=unique_name)
-    listener = Node("listener", namespace=unique_name)
-    chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
-    diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
-    try:
-        with spinning([node, sensors, listener], threads=4):
-            _start(node)
-            chunks.wait_for(2, timeout_s=60.0)
+def test_stale_camera_and_bad_joint_stop_chunks_and_are_named_then_recover(ros_context, unique_name) -> None:
+    with _running(unique_name, ROBOTS_DIR / "droid.yaml") as (node, sensors, listener):
+        chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
+        diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
+        _start(node)
+        chunks.wait_for(2, timeout_s=60.0)
 
-            sensors.stopped.add("wrist_image_left")
-            wait_until(lambda: "wrist_image_left" in _diagnostic(diagnostics)[1], 10.0, "diagnostics naming the camera")
-            level, message = _diagnostic(diagnostics)
-            assert level == 1 and "cameras/wrist/image_raw" in message  # WARN, names the topic
-            settled, reports = len(chunks.messages), len(diagnostics.messages)
-            diagnostics.wait_for(reports + 5, timeout_s=10.0)  # a further second of stale reports at 5 Hz
-            assert all("wrist_image_left" in m.status[0].message for m in diagnostics.messages[reports:])
-            assert len(chunks.messages) <= settled + 1, "no chunk may follow a stale camera (one may be in flight)"
+        sensors.stopped.add("wrist_image_left")
+        wait_until(lambda: "wrist_image_left" in _diagnostic(diagnostics)[1], 10.0, "diagnostics naming the camera")
+        level, message = _diagnostic(diagnostics)
+        assert level == 1 and "cameras/wrist/image_raw" in message  # WARN, names the topic
+        settled, reports = len(chunks.messages), len(diagnostics.messages)
+        diagnostics.wait_for(reports + 5, timeout_s=10.0)  # a further second of stale reports at 5 Hz
+        assert all("wrist_image_left" in m.status[0].message for m in diagnostics.messages[reports:])
+        assert len(chunks.messages) <= settled + 1, "no chunk may follow a stale camera (one may be in flight)"
 
-            sensors.stopped.clear()
-            sensors.poisoned = "panda_joint3"
-            wait_until(lambda: "panda_joint3" in _diagnostic(diagnostics)[1], 10.0, "diagnostics naming the joint")
-            before = len(chunks.messages)
+        sensors.stopped.clear()
+        sensors.poisoned = "panda_joint3"
+        wait_until(lambda: "panda_joint3" in _diagnostic(diagnostics)[1], 10.0, "diagnostics naming the joint")
+        before = len(chunks.messages)
 
-            sensors.poisoned = None
-            chunks.wait_for(before + 2, timeout_s=30.0)
-            wait_until(lambda: _diagnostic(diagnostics)[0] == 0, 10.0, "diagnostics back to OK")
-    finally:
-        node.trigger_shutdown()
-        for n in (node, sensors, listener):
-            n.destroy_node()
+        sensors.poisoned = None
+        chunks.wait_for(before + 2, timeout_s=30.0)
+        wait_until(lambda: _diagnostic(diagnostics)[0] == 0, 10.0, "diagnostics back to OK")
 
 
 def test_remote_backend_chunks_are_absolute_and_server_errors_show_in_diagnostics(ros_context, unique_name) -> None:
-    from policy.fake_dreamzero_server import FakeDreamZeroServer
-
-    spec = load_embodiment("droid")
-    with FakeDreamZeroServer() as server:
-        node = _policy_node(unique_name, ROBOTS_DIR / "droid.yaml", backend="remote", server_url=server.url,
-                            call_timeout_s=5.0, frame_mode="official")
-        sensors = SyntheticSensors("sensors", spec, RATES, namespace=unique_name)
-        listener = Node("listener", namespace=unique_name)
+    with FakeDreamZeroServer() as server, _running(unique_name, ROBOTS_DIR / "droid.yaml", backend="remote",
+                                                   server_url=server.url, call_timeout_s=5.0,
+                                                   frame_mode="official") as (node, _, listener):
         chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
         diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
-        try:
-            with spinning([node, sensors, listener], threads=4):
-                _start(node)
-                received = chunks.wait_for(2, timeout_s=30.0)
-                server.fail_infer_with = "CUDA out of memory"
-                wait_until(lambda: "CUDA out of memory" in _diagnostic(diagnostics)[1], 15.0, "the server error")
-                assert _diagnostic(diagnostics)[0] == 2  # ERROR
-                count = len(chunks.messages)
-                reports = len(diagnostics.messages)
-                diagnostics.wait_for(reports + 5, timeout_s=10.0)
-                assert len(chunks.messages) <= count + 1, "no chunk may come from a failing server"
-                server.fail_infer_with = None
-                chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)
-        finally:
-            node.trigger_shutdown()
-            for n in (node, sensors, listener):
-                n.destroy_node()
+        _start(node)
+        received = chunks.wait_for(2, timeout_s=30.0)
+        server.fail_infer_with = "CUDA out of memory"
+        wait_until(lambda: "CUDA out of memory" in _diagnostic(diagnostics)[1], 15.0, "the server error")
+        assert _diagnostic(diagnostics)[0] == 2  # ERROR
+        count, reports = len(chunks.messages), len(diagnostics.messages)
+        diagnostics.wait_for(reports + 5, timeout_s=10.0)
+        assert len(chunks.messages) <= count + 1, "no chunk may come from a failing server"
+        server.fail_infer_with = None
+        chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)
     first = message_to_chunk(received[0])
     assert not first.relative.any() and not first.anchor.any()  # the official server returns absolute actions
     assert first.values.shape == (24, 8)
@@ -183,17 +175,9 @@ def test_remote_backend_chunks_are_absolute_and_server_errors_show_in_diagnostic
 
 
 def test_enable_reset_and_prompt_control_the_session(ros_context, unique_name) -> None:
-    from std_msgs.msg import String
-    from std_srvs.srv import SetBool, Trigger
-
-    from policy.fake_dreamzero_server import FakeDreamZeroServer
-
-    spec = load_embodiment("droid")
-    with FakeDreamZeroServer() as server:
-        node = _policy_node(unique_name, ROBOTS_DIR / "droid.yaml", backend="remote", server_url=server.url,
-                            frame_mode="official")
-        sensors = SyntheticSensors("sensors", spec, RATES, namespace=unique_name)
-        client = Node("client", namespace=unique_name)
+    with FakeDreamZeroServer() as server, _running(unique_name, ROBOTS_DIR / "droid.yaml", backend="remote",
+                                                   server_url=server.url,
+                                                   frame_mode="official") as (node, _, client):
         chunks = MessageCollector(client, ActionChunk, "policy_node/action_chunk")
         diagnostics = MessageCollector(client, DiagnosticArray, "diagnostics", 50)
         enable = client.create_client(SetBool, "policy_node/enable")
@@ -206,32 +190,26 @@ def test_enable_reset_and_prompt_control_the_session(ros_context, unique_name) -
             wait_until(future.done, 10.0, "service reply")
             return future.result()
 
-        try:
-            with spinning([node, sensors, client], threads=4):
-                _start(node)
-                first_session = chunks.wait_for(2, timeout_s=30.0)[0].session_id
+        _start(node)
+        first_session = chunks.wait_for(2, timeout_s=30.0)[0].session_id
 
-                assert call(enable, SetBool.Request(data=False)).success
-                paused_at, reports = len(chunks.messages), len(diagnostics.messages)
-                diagnostics.wait_for(reports + 5, timeout_s=10.0)
-                assert len(chunks.messages) <= paused_at + 1
-                assert any(kv.key == "enabled" and kv.value == "False" for kv in diagnostics.messages[-1].status[0].values)
+        assert call(enable, SetBool.Request(data=False)).success
+        paused_at, reports = len(chunks.messages), len(diagnostics.messages)
+        diagnostics.wait_for(reports + 5, timeout_s=10.0)
+        assert len(chunks.messages) <= paused_at + 1
+        assert any(kv.key == "enabled" and kv.value == "False" for kv in diagnostics.messages[-1].status[0].values)
 
-                assert call(enable, SetBool.Request(data=True)).success
-                resumed = chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)[-1]
-                assert resumed.session_id != first_session and resumed.chunk_id == 1
+        assert call(enable, SetBool.Request(data=True)).success
+        resumed = chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)[-1]
+        assert resumed.session_id != first_session and resumed.chunk_id == 1
 
-                reply = call(reset, Trigger.Request())
-                assert reply.success and reply.message.startswith("new session")
-                after_reset = chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)[-1]
-                assert after_reset.session_id not in (first_session, resumed.session_id)
+        reply = call(reset, Trigger.Request())
+        assert reply.success and reply.message.startswith("new session")
+        after_reset = chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)[-1]
+        assert after_reset.session_id not in (first_session, resumed.session_id)
 
-                prompt.publish(String(data="Open the drawer."))
-                wait_until(lambda: any(r.get("prompt") == "Open the drawer." for r in server.requests), 15.0,
-                           "the new prompt at the server")
-        finally:
-            node.trigger_shutdown()
-            for n in (node, sensors, client):
-                n.destroy_node()
+        prompt.publish(String(data="Open the drawer."))
+        wait_until(lambda: any(r.get("prompt") == "Open the drawer." for r in server.requests), 15.0,
+                   "the new prompt at the server")
     resets = [r for r in server.requests if r.get("endpoint") == "reset"]
     assert len({r["session_id"] for r in resets}) >= 4  # activate, enable, reset, prompt: a new session each
