@@ -73,6 +73,7 @@ setup(
         "console_scripts": [
             "dreamzero = dreamzero_policy.cli:main",
             "policy_node = dreamzero_policy.policy_node:main",
+            "adapter_node = dreamzero_policy.adapter_node:main",
         ],
     },
 )

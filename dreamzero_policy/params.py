@@ -145,3 +145,34 @@ class PolicySettings:
                 raise ValueError(f"camera_topics entry {entry!r} must look like 'camera_key=topic'")
             overrides[key.strip()] = topic.strip()
         return overrides
+
+
+ADAPTER_NODE_PARAMS: tuple[Param, ...] = (
+    Param("embodiment", "droid", "Embodiment YAML name or path; its URDF gives the joint limits."),
+    Param("robot_description_file", "", "URDF or xacro file overriding the embodiment's (empty: "
+                                        "urdf/<robot_description> from the package share)."),
+    Param("xacro_args", [""], "xacro arguments 'name=value' for the robot description, e.g. arm_id=fr3."),
+    Param("chunk_topic", "policy_node/action_chunk", "ActionChunk input topic."),
+    Param("command_rate_hz", 100.0, "Rate of streamed commands (interpolated between action steps).",
+          bounds=(1.0, 1000.0)),
+    Param("output_mode", "stream", "stream: one command per tick; trajectory: the remaining chunk as one "
+                                   "JointTrajectory per group on each new chunk.", choices=("stream", "trajectory")),
+    Param("stream_message", "float64_multi_array", "Message of streamed joint commands.",
+          choices=("float64_multi_array", "joint_trajectory")),
+    Param("smoothing.enabled", True, "Savitzky-Golay smoothing of each chunk (2x upsampled) with the executed history."),
+    Param("smoothing.window", 0, "Savitzky-Golay window on the upsampled chunk; 0: the measured default.",
+          bounds=(0, 99)),
+    Param("smoothing.polyorder", 0, "Savitzky-Golay polynomial order; 0: the measured default.", bounds=(0, 10)),
+    Param("blend.steps", 3, "Action steps over which a new chunk is cross-faded in.", bounds=(0, 24)),
+    Param("limits.max_acceleration", 10.0, "Acceleration limit per joint (rad/s^2 or m/s^2); URDFs carry none.",
+          bounds=(0.01, 1000.0)),
+    Param("limits.base_linear_m_s", 0.5, "Bound of the base's linear velocity command (twist groups).",
+          bounds=(0.0, 10.0)),
+    Param("limits.base_angular_rad_s", 0.5, "Bound of the base's angular velocity command (twist groups).",
+          bounds=(0.0, 10.0)),
+    Param("watchdog.periods", 2.0, "Hold once no chunk step covers now for this many action periods.",
+          bounds=(0.0, 100.0)),
+    Param("joint_state_timeout_s", 0.5, "Joint states older than this cannot seed the first command.",
+          bounds=(0.01, 60.0)),
+    Param("diagnostics_rate_hz", 1.0, "Rate of diagnostics messages.", bounds=(0.1, 100.0)),
+)

@@ -1,0 +1,386 @@
+"""adapter_node: turns ActionChunks into safe controller commands for one robot (ARCHITECTURE.md §2-3).
+
+Graph: subscribes the chunk topic (``policy_node/action_chunk``), ``joint_states`` (to seed the first
+command) and ``~/estop`` (std_msgs/Bool; true latches a hold until the ``~/clear_estop`` Trigger
+service). Publishes per controller group of the embodiment YAML on ``policy/<group>``: joint groups
+as ``std_msgs/Float64MultiArray`` or single-point ``trajectory_msgs/JointTrajectory`` (``stream``), or
+the remaining chunk as one multi-point ``JointTrajectory`` (``trajectory``, for ros2_control's
+JointTrajectoryController); twist groups (a mobile base) as ``geometry_msgs/Twist``. Diagnostics:
+clamps, dropped steps, blends, rejected chunks, hold reason. Parameters:
+:data:`dreamzero_policy.params.ADAPTER_NODE_PARAMS`.
+
+Per chunk (all maths in ``dreamzero_embodiments``): relative + anchor -> absolute, unit maps -> ROS
+units, Savitzky-Golay smoothing with the executed history, then the time-indexed execution buffer
+(past steps dropped, cross-fade into the new chunk). Per tick at ``command_rate_hz``: the buffer's
+interpolated command for now, velocity/acceleration/position limits from the URDF, publish.
+
+Safe behaviour: a malformed or non-finite chunk is rejected whole; with nothing valid for now, an
+overdue chunk (watchdog), an e-stop or after deactivation the node holds the last command (joint
+groups) and commands zero velocity (twist groups). It never commands zeros to joints and never
+extrapolates; before the first chunk it publishes nothing.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from dreamzero_embodiments.actions import chunk_to_ros
+from dreamzero_embodiments.execution import ExecutionBuffer
+from dreamzero_embodiments.limits import JointLimitSet, RateLimiter, limits_from_urdf
+from dreamzero_embodiments.robot_description import load_joint_limits
+from dreamzero_embodiments.smoothing import SmoothingConfig, smooth_chunk
+from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
+from dreamzero_embodiments.watchdog import ChunkWatchdog
+from dreamzero_msgs.msg import ActionChunk
+from dreamzero_policy.conversions import joint_state_arrays, message_to_chunk, ns_to_stamp
+from dreamzero_policy.diagnostics import OK, WARN, diagnostic_array
+from dreamzero_policy.params import ADAPTER_NODE_PARAMS, declare, read
+from dreamzero_policy.paths import share_dir
+from dreamzero_policy.qos import reliable_qos
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """The adapter's parameters, read once in ``on_configure`` (dotted names become underscores)."""
+
+    embodiment: str
+    robot_description_file: str
+    xacro_args: tuple[str, ...]
+    chunk_topic: str
+    command_rate_hz: float
+    output_mode: str
+    stream_message: str
+    smoothing: SmoothingConfig
+    blend_steps: int
+    max_acceleration: float
+    base_linear_m_s: float
+    base_angular_rad_s: float
+    watchdog_periods: float
+    joint_state_timeout_s: float
+    diagnostics_rate_hz: float
+
+    @classmethod
+    def from_node(cls, node: LifecycleNode) -> AdapterSettings:
+        v = read(node, ADAPTER_NODE_PARAMS)
+        defaults = SmoothingConfig()
+        smoothing = SmoothingConfig(enabled=v["smoothing.enabled"],
+                                    window=v["smoothing.window"] or defaults.window,
+                                    polyorder=v["smoothing.polyorder"] or defaults.polyorder)
+        return cls(embodiment=v["embodiment"], robot_description_file=v["robot_description_file"],
+                   xacro_args=tuple(a for a in v["xacro_args"] if a), chunk_topic=v["chunk_topic"],
+                   command_rate_hz=v["command_rate_hz"], output_mode=v["output_mode"],
+                   stream_message=v["stream_message"], smoothing=smoothing, blend_steps=v["blend.steps"],
+                   max_acceleration=v["limits.max_acceleration"], base_linear_m_s=v["limits.base_linear_m_s"],
+                   base_angular_rad_s=v["limits.base_angular_rad_s"], watchdog_periods=v["watchdog.periods"],
+                   joint_state_timeout_s=v["joint_state_timeout_s"], diagnostics_rate_hz=v["diagnostics_rate_hz"])
+
+
+def robot_limits(spec: EmbodimentSpec, settings: AdapterSettings) -> JointLimitSet:
+    """Limits of every action dimension, in ROS units.
+
+    Joints take position and velocity limits from the URDF. A unit-mapped dimension is bounded by
+    its unit map's ROS range, with the URDF velocity rescaled to that range (AgiBot effectors are
+    commanded in raw 35..120 while the URDF joint spans 0..0.785 rad; for the DROID and YAM grippers
+    both ranges agree). Twist dimensions (a base) are clipped to the ``limits.base_*`` parameters:
+    a twist group's first name is the linear x velocity, its second the yaw rate (embodiment YAML).
+    """
+    path = Path(settings.robot_description_file) if settings.robot_description_file else (
+        share_dir() / "urdf" / spec.robot_description)
+    urdf = load_joint_limits(path, dict(arg.split("=", 1) for arg in settings.xacro_args))
+    extra: dict[str, tuple[float, float, float]] = {}
+    acceleration = {name: settings.max_acceleration for name in spec.action_names}
+    for key in (k for k in spec.action if k.unit_map is not None):
+        lower, upper = sorted(key.unit_map.ros)
+        for name in key.names:
+            joint = urdf.get(name)
+            scale = (upper - lower) / (joint.upper - joint.lower) if joint is not None and joint.upper > joint.lower \
+                else 1.0
+            extra[name] = (lower, upper, joint.velocity * scale if joint is not None else float("inf"))
+            acceleration[name] *= scale
+    twist = []
+    for group in (g for g in spec.controller_groups if g.kind == "twist"):
+        for name, bound in zip(group.names, (settings.base_linear_m_s, settings.base_angular_rad_s)):
+            extra[name] = (-bound, bound, float("inf"))
+            twist.append(name)
+    return limits_from_urdf(spec.action_names, urdf, acceleration, extra, twist=twist)
+
+
+class AdapterNode(LifecycleNode):
+    """See module docstring."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("adapter_node", **kwargs)
+        declare(self, ADAPTER_NODE_PARAMS)
+        self._settings: AdapterSettings | None = None
+        self._spec: EmbodimentSpec | None = None
+        self._limits: JointLimitSet | None = None
+        self._buffer: ExecutionBuffer | None = None
+        self._watchdog: ChunkWatchdog | None = None
+        self._limiter: RateLimiter | None = None
+        self._group_pubs: dict[str, object] = {}
+        self._group_index: dict[str, np.ndarray] = {}
+        self._twist_mask: np.ndarray | None = None
+        self._entities: list = []
+        self._diagnostics_pub = None
+        self._active = False
+        self._estop = False
+        self._command: np.ndarray | None = None
+        self._joint_state: tuple[int, dict[str, float]] | None = None
+        self._hold_reason = "no chunk yet"
+        self._published_hold: str | None = None  # trajectory mode: the hold already sent as a trajectory
+        self._counters = {"chunks_accepted": 0, "chunks_rejected": 0, "steps_dropped": 0, "blends": 0,
+                          "ticks_limited": 0}
+        self._last_rejection = ""
+
+    # ---------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._setup()
+        except Exception:  # noqa: BLE001 - a failed configure must leave the node re-configurable
+            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
+            self._teardown()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _setup(self) -> None:
+        settings = self._settings = AdapterSettings.from_node(self)
+        spec = self._spec = load_embodiment(settings.embodiment)
+        self._limits = robot_limits(spec, settings)
+        self._buffer = ExecutionBuffer(spec.timing.dt, settings.blend_steps, spec.timing.horizon)
+        self._watchdog = ChunkWatchdog(spec.timing.dt, settings.watchdog_periods)
+        names = spec.action_names
+        self._twist_mask = np.array([any(n in g.names for g in spec.controller_groups if g.kind == "twist")
+                                     for n in names])
+        for group in spec.controller_groups:
+            self._group_index[group.name] = np.array([names.index(n) for n in group.names])
+            if group.kind == "twist":
+                msg_type = Twist
+            elif settings.output_mode == "trajectory" or settings.stream_message == "joint_trajectory":
+                msg_type = JointTrajectory
+            else:
+                msg_type = Float64MultiArray
+            self._group_pubs[group.name] = self.create_lifecycle_publisher(msg_type, f"policy/{group.name}",
+                                                                           reliable_qos())
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "diagnostics", reliable_qos())
+        self._entities = [
+            self.create_subscription(ActionChunk, settings.chunk_topic, self._on_chunk, reliable_qos()),
+            self.create_subscription(JointState, spec.joint_states_topic, self._on_joint_state, reliable_qos()),
+            self.create_subscription(Bool, "~/estop", self._on_estop, reliable_qos()),
+            self.create_service(Trigger, "~/clear_estop", self._on_clear_estop),
+            self.create_timer(1.0 / settings.command_rate_hz, self._tick),
+            self.create_timer(1.0 / settings.diagnostics_rate_hz, self._publish_diagnostics),
+        ]
+        self.get_logger().info(f"configured: {spec.name}, {len(names)} action dims, output {settings.output_mode}")
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._buffer.clear()
+        self._hold_reason = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        self._active = False
+        for entity in self._entities:
+            for destroy in (self.destroy_subscription, self.destroy_service, self.destroy_timer):
+                if destroy(entity):
+                    break
+        for publisher in self._group_pubs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        if self._diagnostics_pub is not None:
+            self.destroy_publisher(self._diagnostics_pub)
+        self._entities, self._group_pubs, self._diagnostics_pub = [], {}, None
+        self._command = self._limiter = None
+
+    # ---------------------------------------------------------------- callbacks
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            names, positions = joint_state_arrays(msg)
+        except ValueError:
+            return
+        self._joint_state = (self.get_clock().now().nanoseconds, dict(zip(names, positions)))
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and not self._estop:
+            self.get_logger().warning("e-stop: holding until ~/clear_estop")
+            self._estop = True
+            self._buffer.clear()
+
+    def _on_clear_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._estop = False
+        self._watchdog.reset()
+        response.success, response.message = True, "e-stop cleared; waiting for the next chunk"
+        return response
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        if self._estop or not self._active:
+            return
+        try:
+            chunk = message_to_chunk(msg)
+            if chunk.embodiment != self._spec.name:
+                raise ValueError(f"chunk for embodiment {chunk.embodiment!r}, this adapter drives {self._spec.name!r}")
+            targets = chunk_to_ros(chunk.values, chunk.relative, chunk.anchor, chunk.names, self._spec)
+        except ValueError as error:
+            self._counters["chunks_rejected"] += 1
+            self._last_rejection = f"chunk {msg.chunk_id}: {error}"
+            self.get_logger().warning(f"rejected {self._last_rejection}", throttle_duration_sec=2.0)
+            return
+        history = self._buffer.history(chunk.t_obs_ns, self._settings.smoothing.history_steps)
+        result = self._buffer.accept(smooth_chunk(targets, self._settings.smoothing, history=history),
+                                     chunk.t_obs_ns, now_ns)
+        if not result.accepted:
+            self._counters["chunks_rejected"] += 1
+            self._last_rejection = f"chunk {msg.chunk_id}: {result.reason}"
+            return
+        self._counters["chunks_accepted"] += 1
+        self._counters["steps_dropped"] += result.dropped_steps
+        self._counters["blends"] += int(result.blended)
+        self._watchdog.on_chunk(now_ns)
+        if self._settings.output_mode == "trajectory":
+            self._publish_trajectories(now_ns)
+
+    # ---------------------------------------------------------------- command loop
+    def _seed(self, now_ns: int) -> np.ndarray | None:
+        """The first command: the measured joint positions (zero velocity on twist dimensions)."""
+        if self._joint_state is None or now_ns - self._joint_state[0] > self._settings.joint_state_timeout_s * 1e9:
+            self._hold_reason = "no recent joint state to start from"
+            return None
+        positions = self._joint_state[1]
+        missing = [n for n, twist in zip(self._spec.action_names, self._twist_mask) if not twist and n not in positions]
+        if missing:
+            self._hold_reason = f"joint state lacks {missing}"
+            return None
+        return np.array([0.0 if twist else positions[n] for n, twist in zip(self._spec.action_names, self._twist_mask)])
+
+    def _target(self, now_ns: int) -> np.ndarray | None:
+        if self._estop:
+            self._hold_reason = "e-stop"
+        elif self._watchdog.expired(now_ns):
+            self._hold_reason = "watchdog: next chunk overdue"
+            self._buffer.clear()
+        else:
+            target = self._buffer.sample(now_ns)
+            if target is not None:
+                self._hold_reason = ""
+                return target
+            self._hold_reason = self._hold_reason or "no chunk step covers now"
+        return None
+
+    def _tick(self) -> None:
+        if not self._active:
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        target = self._target(now_ns)
+        if self._limiter is None:
+            if target is None:
+                return  # nothing to hold yet: publish nothing before the first valid step
+            seed = self._seed(now_ns)
+            if seed is None:
+                return
+            self._limiter, self._command = RateLimiter(self._limits, initial=seed), seed
+        if target is None:  # hold: the last command for joints, zero velocity for the base
+            target = np.where(self._twist_mask, 0.0, self._command)
+        try:
+            command, limited = self._limiter.step(target, 1.0 / self._settings.command_rate_hz)
+        except ValueError as error:  # non-finite target: hold
+            self._hold_reason = f"refused target: {error}"
+            command, limited = self._command, np.zeros_like(target, dtype=bool)
+        self._counters["ticks_limited"] += int(np.any(limited))
+        self._command = command
+        self._publish_stream(now_ns, command)
+
+    # ---------------------------------------------------------------- output
+    def _publish_stream(self, now_ns: int, command: np.ndarray) -> None:
+        trajectory_mode = self._settings.output_mode == "trajectory"
+        for group in self._spec.controller_groups:
+            values = command[self._group_index[group.name]]
+            publisher = self._group_pubs[group.name]
+            if group.kind == "twist":
+                twist = Twist()
+                twist.linear.x, twist.angular.z = (float(v) for v in values[:2])
+                publisher.publish(twist)
+            elif trajectory_mode:
+                if self._hold_reason and self._hold_reason != self._published_hold:
+                    publisher.publish(self._trajectory(group.names, now_ns, [0], values[None]))
+            elif self._settings.stream_message == "joint_trajectory":
+                publisher.publish(self._trajectory(group.names, now_ns, [0], values[None]))
+            else:
+                publisher.publish(Float64MultiArray(data=values.tolist()))
+        if trajectory_mode:
+            self._published_hold = self._hold_reason
+
+    def _trajectory(self, names: tuple[str, ...], now_ns: int, offsets_ns, positions: np.ndarray) -> JointTrajectory:
+        """Points at now + offset (the first strictly after now), zero velocity at the last point."""
+        period_ns = round(1e9 / self._settings.command_rate_hz)
+        message = JointTrajectory(joint_names=list(names))
+        message.header.stamp = ns_to_stamp(now_ns)
+        for index, (offset, row) in enumerate(zip(offsets_ns, positions)):
+            offset = max(int(offset), period_ns * (index + 1))
+            point = JointTrajectoryPoint(positions=row.tolist(),
+                                         time_from_start=Duration(sec=offset // 10**9, nanosec=offset % 10**9))
+            if index == len(positions) - 1:
+                point.velocities = [0.0] * len(names)
+            message.points.append(point)
+        return message
+
+    def _publish_trajectories(self, now_ns: int) -> None:
+        times_ns, values = self._buffer.remaining(now_ns)
+        if len(times_ns) == 0 or self._limiter is None:
+            return
+        limiter = RateLimiter(self._limits, initial=self._command)
+        limited, previous = [], now_ns
+        for t_ns, row in zip(times_ns, values):
+            limited.append(limiter.step(row, max(t_ns - previous, 1) * 1e-9)[0])
+            previous = t_ns
+        limited = np.array(limited)
+        for group in self._spec.controller_groups:
+            if group.kind == "joints":
+                index = self._group_index[group.name]
+                self._group_pubs[group.name].publish(
+                    self._trajectory(group.names, now_ns, times_ns - now_ns, limited[:, index]))
+
+    def _publish_diagnostics(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        level, message = (WARN, f"holding: {self._hold_reason}") if self._hold_reason else (OK, "executing chunks")
+        values = {**self._counters, "estop": self._estop, "hold_reason": self._hold_reason or "none",
+                  "last_rejection": self._last_rejection or "none"}
+        self._diagnostics_pub.publish(diagnostic_array(now_ns, f"{self.get_name()}: adapter", self._spec.name, level,
+                                                       message, values))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console script ``adapter_node``."""
+    with rclpy.init(args=args):
+        node = AdapterNode()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            node._teardown()
