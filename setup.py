@@ -74,6 +74,7 @@ setup(
             "dreamzero = dreamzero_policy.cli:main",
             "policy_node = dreamzero_policy.policy_node:main",
             "adapter_node = dreamzero_policy.adapter_node:main",
+            "control_mux = dreamzero_policy.control_mux:main",
         ],
     },
 )

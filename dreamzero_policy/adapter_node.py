@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -39,8 +38,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dreamzero_embodiments.actions import chunk_to_ros
 from dreamzero_embodiments.execution import ExecutionBuffer
-from dreamzero_embodiments.limits import JointLimitSet, RateLimiter, limits_from_urdf
-from dreamzero_embodiments.robot_description import load_joint_limits
+from dreamzero_embodiments.limits import JointLimitSet, RateLimiter
 from dreamzero_embodiments.smoothing import SmoothingConfig, smooth_chunk
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_embodiments.watchdog import ChunkWatchdog
@@ -48,25 +46,21 @@ from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.conversions import joint_state_arrays, message_to_chunk, ns_to_stamp
 from dreamzero_policy.diagnostics import OK, WARN, diagnostic_array
 from dreamzero_policy.params import ADAPTER_NODE_PARAMS, declare, read
-from dreamzero_policy.paths import share_dir
 from dreamzero_policy.qos import reliable_qos
+from dreamzero_policy.robot_limits import LimitSettings, robot_limits
 
 @dataclass(frozen=True)
 class AdapterSettings:
     """The adapter's parameters, read once in ``on_configure`` (dotted names become underscores)."""
 
     embodiment: str
-    robot_description_file: str
-    xacro_args: tuple[str, ...]
+    limits: LimitSettings
     chunk_topic: str
     command_rate_hz: float
     output_mode: str
     stream_message: str
     smoothing: SmoothingConfig
     blend_steps: int
-    max_acceleration: float
-    base_linear_m_s: float
-    base_angular_rad_s: float
     watchdog_periods: float
     joint_state_timeout_s: float
     diagnostics_rate_hz: float
@@ -78,43 +72,11 @@ class AdapterSettings:
         smoothing = SmoothingConfig(enabled=v["smoothing.enabled"],
                                     window=v["smoothing.window"] or defaults.window,
                                     polyorder=v["smoothing.polyorder"] or defaults.polyorder)
-        return cls(embodiment=v["embodiment"], robot_description_file=v["robot_description_file"],
-                   xacro_args=tuple(a for a in v["xacro_args"] if a), chunk_topic=v["chunk_topic"],
+        return cls(embodiment=v["embodiment"], limits=LimitSettings.from_values(v), chunk_topic=v["chunk_topic"],
                    command_rate_hz=v["command_rate_hz"], output_mode=v["output_mode"],
                    stream_message=v["stream_message"], smoothing=smoothing, blend_steps=v["blend.steps"],
-                   max_acceleration=v["limits.max_acceleration"], base_linear_m_s=v["limits.base_linear_m_s"],
-                   base_angular_rad_s=v["limits.base_angular_rad_s"], watchdog_periods=v["watchdog.periods"],
+                   watchdog_periods=v["watchdog.periods"],
                    joint_state_timeout_s=v["joint_state_timeout_s"], diagnostics_rate_hz=v["diagnostics_rate_hz"])
-
-
-def robot_limits(spec: EmbodimentSpec, settings: AdapterSettings) -> JointLimitSet:
-    """Limits of every action dimension, in ROS units.
-
-    Joints take position and velocity limits from the URDF. A unit-mapped dimension is bounded by
-    its unit map's ROS range, with the URDF velocity rescaled to that range (AgiBot effectors are
-    commanded in raw 35..120 while the URDF joint spans 0..0.785 rad; for the DROID and YAM grippers
-    both ranges agree). Twist dimensions (a base) are clipped to the ``limits.base_*`` parameters:
-    a twist group's first name is the linear x velocity, its second the yaw rate (embodiment YAML).
-    """
-    path = Path(settings.robot_description_file) if settings.robot_description_file else (
-        share_dir() / "urdf" / spec.robot_description)
-    urdf = load_joint_limits(path, dict(arg.split("=", 1) for arg in settings.xacro_args))
-    extra: dict[str, tuple[float, float, float]] = {}
-    acceleration = {name: settings.max_acceleration for name in spec.action_names}
-    for key in (k for k in spec.action if k.unit_map is not None):
-        lower, upper = sorted(key.unit_map.ros)
-        for name in key.names:
-            joint = urdf.get(name)
-            scale = (upper - lower) / (joint.upper - joint.lower) if joint is not None and joint.upper > joint.lower \
-                else 1.0
-            extra[name] = (lower, upper, joint.velocity * scale if joint is not None else float("inf"))
-            acceleration[name] *= scale
-    twist = []
-    for group in (g for g in spec.controller_groups if g.kind == "twist"):
-        for name, bound in zip(group.names, (settings.base_linear_m_s, settings.base_angular_rad_s)):
-            extra[name] = (-bound, bound, float("inf"))
-            twist.append(name)
-    return limits_from_urdf(spec.action_names, urdf, acceleration, extra, twist=twist)
 
 
 class AdapterNode(LifecycleNode):
@@ -157,7 +119,7 @@ class AdapterNode(LifecycleNode):
     def _setup(self) -> None:
         settings = self._settings = AdapterSettings.from_node(self)
         spec = self._spec = load_embodiment(settings.embodiment)
-        self._limits = robot_limits(spec, settings)
+        self._limits = robot_limits(spec, settings.limits)
         self._buffer = ExecutionBuffer(spec.timing.dt, settings.blend_steps, spec.timing.horizon)
         self._watchdog = ChunkWatchdog(spec.timing.dt, settings.watchdog_periods)
         names = spec.action_names

@@ -147,11 +147,21 @@ class PolicySettings:
         return overrides
 
 
-ADAPTER_NODE_PARAMS: tuple[Param, ...] = (
-    Param("embodiment", "droid", "Embodiment YAML name or path; its URDF gives the joint limits."),
+LIMIT_PARAMS: tuple[Param, ...] = (
     Param("robot_description_file", "", "URDF or xacro file overriding the embodiment's (empty: "
                                         "urdf/<robot_description> from the package share)."),
     Param("xacro_args", [""], "xacro arguments 'name=value' for the robot description, e.g. arm_id=fr3."),
+    Param("limits.max_acceleration", 10.0, "Acceleration limit per joint (rad/s^2 or m/s^2); URDFs carry none.",
+          bounds=(0.01, 1000.0)),
+    Param("limits.base_linear_m_s", 0.5, "Bound of the base's linear velocity command (twist groups).",
+          bounds=(0.0, 10.0)),
+    Param("limits.base_angular_rad_s", 0.5, "Bound of the base's angular velocity command (twist groups).",
+          bounds=(0.0, 10.0)),
+)
+"""Where commands are limited (adapter and mux): the robot description and what a URDF does not give."""
+
+ADAPTER_NODE_PARAMS: tuple[Param, ...] = (
+    Param("embodiment", "droid", "Embodiment YAML name or path; its URDF gives the joint limits."),
     Param("chunk_topic", "policy_node/action_chunk", "ActionChunk input topic."),
     Param("command_rate_hz", 100.0, "Rate of streamed commands (interpolated between action steps).",
           bounds=(1.0, 1000.0)),
@@ -164,15 +174,23 @@ ADAPTER_NODE_PARAMS: tuple[Param, ...] = (
           bounds=(0, 99)),
     Param("smoothing.polyorder", 0, "Savitzky-Golay polynomial order; 0: the measured default.", bounds=(0, 10)),
     Param("blend.steps", 3, "Action steps over which a new chunk is cross-faded in.", bounds=(0, 24)),
-    Param("limits.max_acceleration", 10.0, "Acceleration limit per joint (rad/s^2 or m/s^2); URDFs carry none.",
-          bounds=(0.01, 1000.0)),
-    Param("limits.base_linear_m_s", 0.5, "Bound of the base's linear velocity command (twist groups).",
-          bounds=(0.0, 10.0)),
-    Param("limits.base_angular_rad_s", 0.5, "Bound of the base's angular velocity command (twist groups).",
-          bounds=(0.0, 10.0)),
     Param("watchdog.periods", 2.0, "Hold once no chunk step covers now for this many action periods.",
           bounds=(0.0, 100.0)),
     Param("joint_state_timeout_s", 0.5, "Joint states older than this cannot seed the first command.",
           bounds=(0.01, 60.0)),
     Param("diagnostics_rate_hz", 1.0, "Rate of diagnostics messages.", bounds=(0.1, 100.0)),
-)
+) + LIMIT_PARAMS
+
+CONTROL_MUX_PARAMS: tuple[Param, ...] = (
+    Param("embodiment", "droid", "Embodiment YAML name or path: controller groups and their command topics."),
+    Param("initial_mode", "hold", "Mode after activation.", choices=("teleop", "policy", "hold")),
+    Param("deadman_timeout_s", 0.5, "An input older than this is not forwarded: the group holds.", bounds=(0.01, 60.0)),
+    Param("blend_time_s", 1.0, "Teleop -> policy handoff: time to blend from where each group was into the policy.",
+          bounds=(0.0, 60.0), read_only=False),
+    Param("auto_override", True, "A teleop command while in policy mode switches to teleop at once."),
+    Param("command_rate_hz", 100.0, "Rate at which the mux forwards commands to the controllers.", bounds=(1.0, 1000.0)),
+    Param("policy_reset_service", "policy_node/reset", "Trigger service called on a switch to policy (new session)."),
+    Param("joint_state_timeout_s", 0.5, "Joint states older than this cannot seed the first command.",
+          bounds=(0.01, 60.0)),
+    Param("diagnostics_rate_hz", 1.0, "Rate of diagnostics messages.", bounds=(0.1, 100.0)),
+) + LIMIT_PARAMS
