@@ -68,6 +68,16 @@ def run_info(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def run_bringup(args: argparse.Namespace) -> int:
+    """The launch graph in one process (see :mod:`dreamzero_policy.bringup`)."""
+    from dreamzero_policy import bringup
+
+    options = bringup.GraphOptions(embodiment=args.embodiment, backend=args.backend, checkpoint=args.checkpoint,
+                                   server_url=args.server_url, prompt=args.prompt, with_mux=not args.no_mux,
+                                   with_sim=args.sim, namespace=args.namespace, params_file=args.params_file)
+    return bringup.run_bringup(options, args.duration)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="dreamzero", description="DreamZero World Action Model on ROS 2.")
@@ -75,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show what is installed and where; non-zero exit if a part is missing")
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.set_defaults(func=run_info)
+    bringup = commands.add_parser("bringup", help="run the node graph of dreamzero.launch.py in one process")
+    bringup.add_argument("--embodiment", default="droid", help="droid, agibot_g1, yam, or a YAML path")
+    bringup.add_argument("--backend", default="local", choices=("local", "remote"))
+    bringup.add_argument("--checkpoint", default="tiny", help="checkpoint directory, or 'tiny' (random weights)")
+    bringup.add_argument("--server-url", default="ws://127.0.0.1:8000", help="remote backend URL")
+    bringup.add_argument("--prompt", default="", help="instruction")
+    bringup.add_argument("--sim", action="store_true", help="also run the pybullet DROID simulation")
+    bringup.add_argument("--no-mux", action="store_true", help="without control_mux")
+    bringup.add_argument("--namespace", default="")
+    bringup.add_argument("--params-file", default="", help="node parameters (default launch/params/<embodiment>.yaml)")
+    bringup.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    bringup.set_defaults(func=run_bringup)
     return parser
 
 

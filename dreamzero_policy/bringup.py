@@ -1,0 +1,141 @@
+"""``dreamzero bringup``: the node graph of ``dreamzero.launch.py`` composed in one process.
+
+For machines without launch_ros (this development machine, a laptop) and for the demo: the same
+nodes (policy_node, adapter_node, control_mux, optionally sim_droid) with the same parameter files
+(``launch/params/<embodiment>.yaml`` from the package share, or ``--params-file``), on one
+MultiThreadedExecutor, with the lifecycle transitions (configure, activate) done here. The local
+model still runs in its own child process (``backends/process.py``).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rclpy
+import yaml
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from dreamzero_policy.paths import share_dir
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    """What ``dreamzero.launch.py``'s arguments choose, plus per-node parameter overrides."""
+
+    embodiment: str = "droid"
+    backend: str = "local"
+    checkpoint: str = "tiny"
+    server_url: str = "ws://127.0.0.1:8000"
+    prompt: str = ""
+    with_mux: bool = True
+    with_sim: bool = False
+    namespace: str = ""
+    params_file: str = ""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def node_parameters(params_file: Path | None, node_name: str) -> dict[str, Any]:
+    """The ``ros__parameters`` for ``node_name`` in a ROS 2 parameter file (``/**`` or the node's own key)."""
+    if params_file is None or not params_file.is_file():
+        return {}
+    document = yaml.safe_load(params_file.read_text()) or {}
+    wildcard = document.get("/**", {})
+    values: dict[str, Any] = {**wildcard.get("ros__parameters", {}),
+                              **wildcard.get(node_name, {}).get("ros__parameters", {})}
+    for key in (node_name, f"/{node_name}"):
+        values.update(document.get(key, {}).get("ros__parameters", {}))
+    return values
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameter dicts ({smoothing: {window: 5}}) to dotted names (smoothing.window)."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def build_graph(options: GraphOptions) -> list[Node]:
+    """The nodes of the graph with their parameters (file first, then options, then overrides)."""
+    from dreamzero_policy.adapter_node import AdapterNode
+    from dreamzero_policy.control_mux import ControlMux
+    from dreamzero_policy.policy_node import PolicyNode
+
+    params_file = Path(options.params_file) if options.params_file else (
+        share_dir() / "launch" / "params" / f"{options.embodiment}.yaml")
+    chosen = {
+        "policy_node": {"embodiment": options.embodiment, "backend": options.backend, "checkpoint": options.checkpoint,
+                        "server_url": options.server_url, "prompt": options.prompt},
+        "adapter_node": {"embodiment": options.embodiment},
+        "control_mux": {"embodiment": options.embodiment},
+        "sim_droid": {},
+    }
+    classes: dict[str, Callable[..., Node]] = {"policy_node": PolicyNode, "adapter_node": AdapterNode}
+    if options.with_mux:
+        classes["control_mux"] = ControlMux
+    if options.with_sim:
+        from dreamzero_policy.sim_droid import SimDroid
+
+        classes["sim_droid"] = SimDroid
+    nodes = []
+    for name, cls in classes.items():
+        values = {**_flatten(node_parameters(params_file, name)), **chosen[name], **options.overrides.get(name, {})}
+        nodes.append(cls(namespace=options.namespace,
+                         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()]))
+    return nodes
+
+
+def activate(nodes: list[Node]) -> None:
+    """Configure and activate every lifecycle node; raises RuntimeError naming the node that failed."""
+    for node in nodes:
+        if isinstance(node, LifecycleNode):
+            for transition in (node.trigger_configure, node.trigger_activate):
+                if transition() != TransitionCallbackReturn.SUCCESS:
+                    raise RuntimeError(f"{node.get_name()}: {transition.__name__} failed (see its log above)")
+
+
+@contextmanager
+def running(options: GraphOptions, threads: int = 4) -> Iterator[tuple[list[Node], MultiThreadedExecutor]]:
+    """The graph spinning in the background; shut down (lifecycle shutdown, nodes destroyed) on exit."""
+    import threading
+
+    nodes = build_graph(options)
+    executor = MultiThreadedExecutor(num_threads=threads)
+    for node in nodes:
+        executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True, name="bringup-executor")
+    thread.start()
+    try:
+        activate(nodes)
+        yield nodes, executor
+    finally:
+        for node in nodes:
+            if isinstance(node, LifecycleNode):
+                node.trigger_shutdown()
+        executor.shutdown(timeout_sec=5.0)
+        thread.join(timeout=10.0)
+        for node in nodes:
+            node.destroy_node()
+
+
+def run_bringup(options: GraphOptions, duration_s: float | None) -> int:
+    """Entry of ``dreamzero bringup``: run the graph until Ctrl-C or ``duration_s``."""
+    with rclpy.init():
+        with running(options):
+            started = time.monotonic()
+            try:
+                while duration_s is None or time.monotonic() - started < duration_s:
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
+    return 0

@@ -1,0 +1,46 @@
+"""dreamzero bringup: the launch graph in one process, chunks flowing policy -> adapter -> mux -> controller."""
+from __future__ import annotations
+
+import numpy as np
+from rclpy.node import Node
+from std_msgs.msg import Float64MultiArray
+
+from dreamzero_embodiments.spec import load_embodiment
+from dreamzero_policy.bringup import GraphOptions, node_parameters, running
+from policy.fake_dreamzero_server import FakeDreamZeroServer
+from policy.synthetic_sensors import SyntheticSensors
+from ros_testing import MessageCollector, spinning
+
+RATES = {"exterior_image_1_left": 10.0, "exterior_image_2_left": 10.0, "wrist_image_left": 10.0}
+
+
+def test_params_file_values_reach_the_named_node(tmp_path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("/**:\n  ros__parameters: {use_sim_time: false}\n  adapter_node:\n    ros__parameters:\n"
+                    "      command_rate_hz: 50.0\n      smoothing: {window: 7}\npolicy_node:\n  ros__parameters:\n"
+                    "    execute_steps: 8\n")
+    assert node_parameters(path, "adapter_node") == {"use_sim_time": False, "command_rate_hz": 50.0,
+                                                     "smoothing": {"window": 7}}
+    assert node_parameters(path, "policy_node") == {"use_sim_time": False, "execute_steps": 8}
+
+
+def test_graph_drives_the_arm_controller_through_adapter_and_mux(ros_context, unique_name) -> None:
+    spec = load_embodiment("droid")
+    with FakeDreamZeroServer() as server:
+        options = GraphOptions(embodiment="droid", backend="remote", server_url=server.url, prompt="Wave.",
+                               namespace=unique_name,
+                               overrides={"policy_node": {"frame_mode": "official", "execute_steps": 8},
+                                          "adapter_node": {"command_rate_hz": 20.0},
+                                          "control_mux": {"initial_mode": "policy", "command_rate_hz": 20.0}})
+        sensors = SyntheticSensors("sensors", spec, RATES, namespace=unique_name)
+        listener = Node("listener", namespace=unique_name)
+        commands = MessageCollector(listener, Float64MultiArray, "arm_controller/commands", 100)
+        try:
+            with spinning([sensors, listener], threads=2), running(options) as (nodes, _):
+                assert {n.get_name() for n in nodes} == {"policy_node", "adapter_node", "control_mux"}
+                received = commands.wait_for(5, timeout_s=60.0)
+        finally:
+            sensors.destroy_node()
+            listener.destroy_node()
+    assert all(len(m.data) == 7 and np.all(np.isfinite(m.data)) for m in received)
+    assert any(r.get("endpoint") == "infer" for r in server.requests)
