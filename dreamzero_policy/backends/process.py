@@ -62,16 +62,20 @@ class ProcessBackend:
         self.call_timeout_s = call_timeout_s
         self._receive(startup_timeout_s, "start")
 
+    def _died(self, what: str) -> BackendError:
+        self._process.join(timeout=2.0)  # reap it, so the exit code is known
+        return BackendError(f"model process died during {what} (exit code {self._process.exitcode})")
+
     def _receive(self, timeout_s: float, what: str):
         if not self._connection.poll(timeout_s):
             if not self._process.is_alive():
-                raise BackendError(f"model process died during {what} (exit code {self._process.exitcode})")
+                raise self._died(what)
             self._process.terminate()  # a late reply would be taken for the next call's
             raise BackendError(f"model process did not answer {what} within {timeout_s:.0f} s; stopped it")
         try:
             status, value = self._connection.recv()
         except EOFError as error:
-            raise BackendError(f"model process died during {what} (exit code {self._process.exitcode})") from error
+            raise self._died(what) from error
         if status == "error":
             raise BackendError(value)
         return value
