@@ -264,6 +264,12 @@ class AdapterNode(LifecycleNode):
             if seed is None:
                 return
             self._limiter, self._command = RateLimiter(self._limits, initial=seed), seed
+        if self._estop:  # e-stop: freeze at the last command at once (no deceleration ramp), base stopped
+            command = np.where(self._twist_mask, 0.0, self._command)
+            self._limiter.reset(command)
+            self._command = command
+            self._publish_stream(now_ns, command)
+            return
         if target is None:  # hold: the last command for joints, zero velocity for the base
             target = np.where(self._twist_mask, 0.0, self._command)
         try:

@@ -172,7 +172,9 @@ def test_estop_holds_through_new_chunks_until_cleared(ros_context, unique_name) 
         wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, 10.0, "adapter subscription")
         wait_until(lambda: node._joint_state is not None, 10.0, "joint states at the adapter")
         chunks.publish(_chunk(spec, home, driver.get_clock().now().nanoseconds, 1, DELTA))
-        outputs["arm"].wait_for(3, timeout_s=10.0)
+        first_target = [home[n] + DELTA for n in spec.controller_groups[0].names]
+        wait_until(lambda: outputs["arm"].messages and np.allclose(outputs["arm"].messages[-1].data, first_target,
+                                                                   atol=1e-6), 10.0, "first chunk executed")
 
         estop.publish(Bool(data=True))
         wait_until(lambda: node._estop, 5.0, "e-stop latched")
