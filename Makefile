@@ -70,11 +70,7 @@ $(STAMPS)/project: $(PROJECT_INPUTS) $(STAMPS)/msgs
 	touch $@
 
 demo: setup
-	@echo "make demo will run the closed-loop DROID simulation: pybullet Franka + 3 cameras ->"
-	@echo "policy_node (tiny local model) -> adapter_node -> control_mux -> simulated arm, for ~30 s,"
-	@echo "then write a run folder (cameras + predicted-video MP4, joint plot, summary.json)."
-	@echo "It is not built yet: it arrives with issue 7 (node graph, simulation, replay, handoff)."
-	@exit 1
+	$(RUN_ENV) $(BIN)/dreamzero demo
 
 test: setup
 	$(RUN_ENV) $(BIN)/pytest $(PYTEST_ARGS)

@@ -75,6 +75,7 @@ setup(
             "policy_node = dreamzero_policy.policy_node:main",
             "adapter_node = dreamzero_policy.adapter_node:main",
             "control_mux = dreamzero_policy.control_mux:main",
+            "sim_droid = dreamzero_policy.sim_droid:main",
         ],
     },
 )

@@ -118,13 +118,12 @@ def running(options: GraphOptions, threads: int = 4) -> Iterator[tuple[list[Node
     try:
         activate(nodes)
         yield nodes, executor
-    finally:
-        for node in nodes:
-            if isinstance(node, LifecycleNode):
-                node.trigger_shutdown()
+    finally:  # stop spinning first, so no callback runs on an entity being destroyed
         executor.shutdown(timeout_sec=5.0)
         thread.join(timeout=10.0)
         for node in nodes:
+            if isinstance(node, LifecycleNode):
+                node.trigger_shutdown()
             node.destroy_node()
 
 

@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from dreamzero_policy.paths import PACKAGE, share_dir
@@ -78,6 +79,14 @@ def run_bringup(args: argparse.Namespace) -> int:
     return bringup.run_bringup(options, args.duration)
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    """The closed-loop simulated DROID demo (see :mod:`dreamzero_policy.demo`)."""
+    from dreamzero_policy.demo import run_demo as demo
+
+    summary = demo(args.duration, Path(args.output), args.prompt, args.camera_rate)
+    return 0 if summary["chunks"] > 0 and summary["commands_within_urdf_limits"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="dreamzero", description="DreamZero World Action Model on ROS 2.")
@@ -97,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     bringup.add_argument("--params-file", default="", help="node parameters (default launch/params/<embodiment>.yaml)")
     bringup.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     bringup.set_defaults(func=run_bringup)
+    demo = commands.add_parser("demo", help="closed-loop simulated DROID robot driven by the policy (tiny model)")
+    demo.add_argument("--duration", type=float, default=30.0, help="seconds to run")
+    demo.add_argument("--output", default="runs", help="folder for the run folder")
+    demo.add_argument("--prompt", default="Put the cube in the tray.", help="instruction")
+    demo.add_argument("--camera-rate", type=float, default=5.0,
+                      help="simulated camera rate, Hz (TinyRenderer costs ~40 ms per camera on a CPU)")
+    demo.set_defaults(func=run_demo)
     return parser
 
 
