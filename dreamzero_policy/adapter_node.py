@@ -21,16 +21,12 @@ extrapolates; before the first chunk it publishes nothing.
 """
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -45,6 +41,7 @@ from dreamzero_embodiments.watchdog import ChunkWatchdog
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.conversions import joint_state_arrays, message_to_chunk, ns_to_stamp
 from dreamzero_policy.diagnostics import OK, WARN, diagnostic_array
+from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import ADAPTER_NODE_PARAMS, declare, read
 from dreamzero_policy.qos import reliable_qos
 from dreamzero_policy.robot_limits import LimitSettings, robot_limits
@@ -66,7 +63,7 @@ class AdapterSettings:
     diagnostics_rate_hz: float
 
     @classmethod
-    def from_node(cls, node: LifecycleNode) -> AdapterSettings:
+    def from_node(cls, node: ManagedNode) -> AdapterSettings:
         v = read(node, ADAPTER_NODE_PARAMS)
         defaults = SmoothingConfig()
         smoothing = SmoothingConfig(enabled=v["smoothing.enabled"],
@@ -79,7 +76,7 @@ class AdapterSettings:
                    joint_state_timeout_s=v["joint_state_timeout_s"], diagnostics_rate_hz=v["diagnostics_rate_hz"])
 
 
-class AdapterNode(LifecycleNode):
+class AdapterNode(ManagedNode):
     """See module docstring."""
 
     def __init__(self, **kwargs) -> None:
@@ -107,15 +104,6 @@ class AdapterNode(LifecycleNode):
         self._last_rejection = ""
 
     # ---------------------------------------------------------------- lifecycle
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self._setup()
-        except Exception:  # noqa: BLE001 - a failed configure must leave the node re-configurable
-            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
-            self._teardown()
-            return TransitionCallbackReturn.FAILURE
-        return TransitionCallbackReturn.SUCCESS
-
     def _setup(self) -> None:
         settings = self._settings = AdapterSettings.from_node(self)
         spec = self._spec = load_embodiment(settings.embodiment)
@@ -146,30 +134,14 @@ class AdapterNode(LifecycleNode):
         ]
         self.get_logger().info(f"configured: {spec.name}, {len(names)} action dims, output {settings.output_mode}")
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = True
-        return super().on_activate(state)
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
-        self._buffer.clear()
-        self._hold_reason = "inactive"
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
+    def _set_active(self, active: bool) -> None:
+        self._active = active
+        if not active:
+            self._buffer.clear()
+            self._hold_reason = "inactive"
     def _teardown(self) -> None:
         self._active = False
-        for entity in self._entities:
-            for destroy in (self.destroy_subscription, self.destroy_service, self.destroy_timer):
-                if destroy(entity):
-                    break
+        self.destroy_entities(self._entities)
         for publisher in self._group_pubs.values():
             self.destroy_lifecycle_publisher(publisher)
         if self._diagnostics_pub is not None:
@@ -342,13 +314,5 @@ class AdapterNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     """Console script ``adapter_node``."""
-    with rclpy.init(args=args):
-        node = AdapterNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            node._teardown()
+    spin_node(AdapterNode, args)
+

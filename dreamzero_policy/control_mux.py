@@ -16,14 +16,10 @@ and sends zero velocity to a base. Nothing is published for a group before its f
 """
 from __future__ import annotations
 
-import traceback
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -34,6 +30,7 @@ from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_emb
 from dreamzero_msgs.srv import SetControlMode
 from dreamzero_policy.conversions import joint_state_arrays
 from dreamzero_policy.diagnostics import OK, WARN, diagnostic_array
+from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import CONTROL_MUX_PARAMS, declare, read
 from dreamzero_policy.qos import latched_qos, reliable_qos
 from dreamzero_policy.robot_limits import LimitSettings, robot_limits
@@ -53,7 +50,7 @@ def _message(group: ControllerGroup, values: np.ndarray) -> Float64MultiArray | 
     return Float64MultiArray(data=values.tolist())
 
 
-class ControlMux(LifecycleNode):
+class ControlMux(ManagedNode):
     """See module docstring."""
 
     def __init__(self, **kwargs) -> None:
@@ -74,15 +71,6 @@ class ControlMux(LifecycleNode):
         self._dropped_inputs = 0
 
     # ---------------------------------------------------------------- lifecycle
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self._setup()
-        except Exception:  # noqa: BLE001 - a failed configure must leave the node re-configurable
-            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
-            self._teardown()
-            return TransitionCallbackReturn.FAILURE
-        return TransitionCallbackReturn.SUCCESS
-
     def _setup(self) -> None:
         values = self._values = read(self, CONTROL_MUX_PARAMS)
         spec = self._spec = load_embodiment(values["embodiment"])
@@ -109,28 +97,11 @@ class ControlMux(LifecycleNode):
         ]
         self._publish_mode()
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = True
-        return super().on_activate(state)
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
+    def _set_active(self, active: bool) -> None:
+        self._active = active
     def _teardown(self) -> None:
         self._active = False
-        for entity in self._entities:
-            for destroy in (self.destroy_subscription, self.destroy_service, self.destroy_timer):
-                if destroy(entity):
-                    break
+        self.destroy_entities(self._entities)
         for publisher in self._group_pubs.values():
             self.destroy_lifecycle_publisher(publisher)
         for publisher in (self._mode_pub, self._diagnostics_pub):
@@ -223,13 +194,5 @@ class ControlMux(LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     """Console script ``control_mux``."""
-    with rclpy.init(args=args):
-        node = ControlMux()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            node._teardown()
+    spin_node(ControlMux, args)
+

@@ -26,11 +26,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
@@ -43,6 +41,7 @@ from dreamzero_policy.backends.base import BackendError, Observation, PolicyBack
 from dreamzero_policy.conversions import (Chunk, chunk_to_message, image_to_rgb, joint_state_arrays, rgb_to_image,
                                           stamp_to_ns)
 from dreamzero_policy.diagnostics import ERROR, OK, WARN, diagnostic_array
+from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import POLICY_NODE_PARAMS, PolicySettings, declare
 from dreamzero_policy.qos import camera_qos, reliable_qos
 
@@ -71,7 +70,7 @@ def make_backend(settings: PolicySettings, spec: EmbodimentSpec) -> PolicyBacken
     return ProcessBackend(factory, call_timeout_s=settings.call_timeout_s)
 
 
-class PolicyNode(LifecycleNode):
+class PolicyNode(ManagedNode):
     """See module docstring."""
 
     def __init__(self, **kwargs) -> None:
@@ -107,15 +106,6 @@ class PolicyNode(LifecycleNode):
         self.destroy_timer(self._autostart_timer)
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
-
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self._setup()
-        except Exception:  # noqa: BLE001 - a failed configure must leave the node re-configurable
-            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
-            self._teardown()
-            return TransitionCallbackReturn.FAILURE
-        return TransitionCallbackReturn.SUCCESS
 
     def _setup(self) -> None:
         settings = self._settings = PolicySettings.from_node(self)
@@ -153,30 +143,14 @@ class PolicyNode(LifecycleNode):
         ]
         self.get_logger().info(f"configured: embodiment {spec.name}, backend {settings.backend}")
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._start_session()
-        self._active = True
-        return super().on_activate(state)
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
+    def _set_active(self, active: bool) -> None:
+        if active:
+            self._start_session()
+        self._active = active
     def _teardown(self) -> None:
         """One cleanup path for cleanup, shutdown and a failed configure; tolerates partial state."""
         self._active = False
-        for entity in self._entities:
-            for destroy in (self.destroy_subscription, self.destroy_service, self.destroy_timer):
-                if destroy(entity):
-                    break
+        self.destroy_entities(self._entities)
         self._entities = []
         for publisher in (self._chunk_pub, self._video_pub):
             if publisher is not None:
@@ -311,17 +285,9 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script ``policy_node``: spins the node on a MultiThreadedExecutor."""
-    with rclpy.init(args=args):
-        node = PolicyNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            node._teardown()
+    """Console script ``policy_node``."""
+    spin_node(PolicyNode, args)
+
 
 
 __all__ = ["PolicyNode", "main", "make_backend"]

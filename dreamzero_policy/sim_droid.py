@@ -38,9 +38,7 @@ import traceback
 from dataclasses import dataclass, fields
 
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -49,6 +47,7 @@ from std_msgs.msg import Float64MultiArray
 from dreamzero_embodiments.sim.droid_world import DroidWorld, RenderProcess
 from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_embodiment
 from dreamzero_policy.conversions import ns_to_stamp, rgb_to_image
+from dreamzero_policy.lifecycle import spin_node
 from dreamzero_policy.params import Param, declare, read
 from dreamzero_policy.qos import camera_qos, reliable_qos
 
@@ -234,17 +233,8 @@ class SimDroid(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script ``sim_droid``: spins the node on a MultiThreadedExecutor (rendering waits in its own thread)."""
-    with rclpy.init(args=args):
-        node = SimDroid()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            node.destroy_node()
+    """Console script ``sim_droid``."""
+    spin_node(SimDroid, args)
 
 
 __all__ = ["SIM_DROID_PARAMS", "SimDroid", "SimSettings", "main"]

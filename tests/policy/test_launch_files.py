@@ -138,9 +138,11 @@ def _console_scripts() -> dict[str, str]:
 
 
 def _is_lifecycle_executable(module: str) -> bool:
-    """Whether the module of a console script defines an rclpy LifecycleNode subclass (read, not imported)."""
+    """Whether the module of a console script defines a LifecycleNode subclass (read, not imported);
+    ``ManagedNode`` (dreamzero_policy.lifecycle) is one."""
     tree = ast.parse((ROOT / Path(*module.split("."))).with_suffix(".py").read_text())
-    return any(isinstance(n, ast.ClassDef) and any(ast.unparse(b).endswith("LifecycleNode") for b in n.bases)
+    return any(isinstance(n, ast.ClassDef)
+               and any(ast.unparse(b).endswith(("LifecycleNode", "ManagedNode")) for b in n.bases)
                for n in tree.body)
 
 
