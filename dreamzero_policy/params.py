@@ -194,3 +194,18 @@ CONTROL_MUX_PARAMS: tuple[Param, ...] = (
           bounds=(0.01, 60.0)),
     Param("diagnostics_rate_hz", 1.0, "Rate of diagnostics messages.", bounds=(0.1, 100.0)),
 ) + LIMIT_PARAMS
+
+SIM_DROID_PARAMS: tuple[Param, ...] = (
+    Param("seed", 0, "Places the tray and the cubes; the same seed gives the same scene.", bounds=(0, 2**31 - 1)),
+    Param("physics_rate_hz", 240.0, "Physics steps per simulated second (fixed step; pybullet's default 240).",
+          bounds=(60.0, 2000.0)),
+    Param("camera_rate_hz", 15.0, "Rate of rendered frames for all cameras (DROID 15 Hz). TinyRenderer costs "
+                                  "~40-60 ms per camera: 3 cameras at 15 Hz need ~1.8 cores; use e.g. 5 Hz in CI.",
+          bounds=(0.1, 60.0)),
+    Param("joint_state_rate_hz", 50.0, "Rate of the physics tick, which steps the world and publishes joint_states.",
+          bounds=(1.0, 1000.0)),
+    Param("use_sim_clock", False, "Keep a simulated time (one tick period per tick), publish it on 'clock' and "
+                                  "stamp with it; false: follow and stamp with the node clock."),
+    Param("render_processes", 3, "Child processes the cameras are rendered in (cameras split over them); 0 renders "
+                                 "in this process, which stalls the physics tick while rendering.", bounds=(0, 3)),
+)

@@ -5,7 +5,7 @@ controller group's ``command_topic`` (``arm_controller/commands``: 7 positions i
 ``gripper_controller/commands``: 1 position, 0 rad open .. 0.81 rad closed), both
 ``std_msgs/Float64MultiArray``; publishes ``joint_states`` (``sensor_msgs/JointState``, the YAML's
 state names), one ``sensor_msgs/Image`` (rgb8, frame_id = camera key) per camera topic, and, with
-``use_sim_clock``, ``rosgraph_msgs/Clock`` on ``clock``. Parameters: :data:`SIM_DROID_PARAMS`. The
+``use_sim_clock``, ``rosgraph_msgs/Clock`` on ``clock``. Parameters: :data:`dreamzero_policy.params.SIM_DROID_PARAMS`. The
 world itself (pybullet scene, gripper mapping, cameras) is ``dreamzero_embodiments.sim.droid_world``.
 
 Timing. A physics tick at ``joint_state_rate_hz`` steps the world by the physics steps due (fixed
@@ -48,28 +48,12 @@ from dreamzero_embodiments.sim.droid_world import DroidWorld, RenderProcess
 from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_embodiment
 from dreamzero_policy.conversions import ns_to_stamp, rgb_to_image
 from dreamzero_policy.lifecycle import spin_node
-from dreamzero_policy.params import Param, declare, read
+from dreamzero_policy.params import SIM_DROID_PARAMS, declare, read
 from dreamzero_policy.qos import camera_qos, reliable_qos
 
 EMBODIMENT = "droid"
 MAX_CATCHUP_S = 0.25  # most simulated time one tick may add in wall-clock mode
 RENDER_TIMEOUT_S = 10.0  # longest wait for one frame from a render process (a frame takes ~0.1 s)
-
-SIM_DROID_PARAMS: tuple[Param, ...] = (
-    Param("seed", 0, "Places the tray and the cubes; the same seed gives the same scene.", bounds=(0, 2**31 - 1)),
-    Param("physics_rate_hz", 240.0, "Physics steps per simulated second (fixed step; pybullet's default 240).",
-          bounds=(60.0, 2000.0)),
-    Param("camera_rate_hz", 15.0, "Rate of rendered frames for all cameras (DROID 15 Hz). TinyRenderer costs "
-                                  "~40-60 ms per camera: 3 cameras at 15 Hz need ~1.8 cores; use e.g. 5 Hz in CI.",
-          bounds=(0.1, 60.0)),
-    Param("joint_state_rate_hz", 50.0, "Rate of the physics tick, which steps the world and publishes joint_states.",
-          bounds=(1.0, 1000.0)),
-    Param("use_sim_clock", False, "Keep a simulated time (one tick period per tick), publish it on 'clock' and "
-                                  "stamp with it; false: follow and stamp with the node clock."),
-    Param("render_processes", 3, "Child processes the cameras are rendered in (cameras split over them); 0 renders "
-                                 "in this process, which stalls the physics tick while rendering.", bounds=(0, 3)),
-)
-
 
 @dataclass(frozen=True)
 class SimSettings:

@@ -72,8 +72,10 @@ def test_handoff_blends_teleop_override_is_immediate_and_deadman_holds(ros_conte
         wait_until(lambda: output.messages and np.allclose(output.messages[-1].data, teleop[0], atol=1e-6), 15.0,
                    "teleop command forwarded")
 
-        # 2. switch to policy: the teleop stream stops (no override), the policy blends in from where the arm was
+        # 2. switch to policy once the teleop stream has stopped (a teleop command arriving after the switch would
+        #    take control back: auto_override); the policy blends in from where the arm was
         driver.destroy_timer(teleop_timer)
+        wait_until(lambda: "deadman" in (node._reasons.get("arm") or ""), 5.0, "teleop stream stopped")
         _streamer(driver, "policy/arm", policy)
         assert set_mode.wait_for_service(timeout_sec=5.0)
         future = set_mode.call_async(SetControlMode.Request(mode="policy"))
@@ -93,7 +95,8 @@ def test_handoff_blends_teleop_override_is_immediate_and_deadman_holds(ros_conte
         teleop_timer = _streamer(driver, "teleop/arm", teleop)
         wait_until(lambda: mode.messages and mode.messages[-1].data == "teleop", 5.0, "mode teleop")
 
-        # 4. deadman: teleop stops, the arm holds its last command
+        # 4. deadman: once the arm reached the teleop command, teleop stops and the arm holds its last command
+        wait_until(lambda: np.allclose(output.messages[-1].data, teleop[0], atol=1e-6), 15.0, "teleop reached")
         driver.destroy_timer(teleop_timer)
         wait_until(lambda: "deadman" in (node._reasons.get("arm") or ""), 5.0, "deadman hold")
         held = output.messages[-1].data

@@ -89,8 +89,8 @@ def test_robot_workspace_links_to_both_packages() -> None:
 
 
 def test_every_node_parameter_is_documented_in_the_readme() -> None:
-    from dreamzero_policy.params import ADAPTER_NODE_PARAMS, CONTROL_MUX_PARAMS, POLICY_NODE_PARAMS
+    from dreamzero_policy.params import ADAPTER_NODE_PARAMS, CONTROL_MUX_PARAMS, POLICY_NODE_PARAMS, SIM_DROID_PARAMS
 
     readme = (ROOT / "README.md").read_text()
-    every = POLICY_NODE_PARAMS + ADAPTER_NODE_PARAMS + CONTROL_MUX_PARAMS
+    every = POLICY_NODE_PARAMS + ADAPTER_NODE_PARAMS + CONTROL_MUX_PARAMS + SIM_DROID_PARAMS
     assert [p.name for p in every if f"`{p.name}`" not in readme] == []
