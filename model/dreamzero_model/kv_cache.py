@@ -47,6 +47,3 @@ class KVCache:
 
     def layer(self, index: int) -> LayerCache:
         return LayerCache(self.k[index], self.v[index])
-
-    def nbytes(self) -> int:
-        return self.k.numel() * self.k.element_size() * 2
