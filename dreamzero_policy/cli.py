@@ -2,8 +2,9 @@
 
 One entry point with sub-commands. ``info`` reports what is installed and where, and exits non-zero
 when a part the nodes need is missing, so it doubles as an installation check on a new machine.
-The other sub-commands of the design (demo, bringup, replay, record, eval-bag, serve, bench) are
-added by the issues that build them.
+``bringup`` and ``demo`` run the node graph; ``record``, ``replay`` and ``eval-bag`` work with bags
+(:mod:`dreamzero_policy.bags`). ``serve`` and ``bench`` of the design are not built yet (benchmarks
+are scripts under ``bench/``).
 """
 from __future__ import annotations
 
@@ -113,7 +114,66 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--camera-rate", type=float, default=5.0,
                       help="simulated camera rate, Hz (TinyRenderer costs ~40 ms per camera on a CPU)")
     demo.set_defaults(func=run_demo)
+    _add_bag_commands(commands)
     return parser
+
+
+def _bag_command(name: str):
+    """The runner ``name`` of :mod:`dreamzero_policy.bags.commands`, imported when called."""
+    def run(args: argparse.Namespace) -> int:
+        from dreamzero_policy.bags import commands
+
+        return getattr(commands, name)(args)
+    return run
+
+
+def _add_bag_commands(commands) -> None:
+    record = commands.add_parser("record", help="record topics to a rosbag2 bag (MCAP or sqlite3) with rosbags")
+    record.add_argument("topics", nargs="*", help="topics to record")
+    record.add_argument("-a", "--all", action="store_true", help="every topic but /rosout and /parameter_events")
+    record.add_argument("-o", "--output", default="", help="new bag folder (default rosbag2_<date>-<time>)")
+    record.add_argument("-s", "--storage", default="mcap", choices=("mcap", "sqlite3"))
+    record.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    record.add_argument("--use-sim-time", action="store_true", help="stamp with /clock; nothing before the first")
+    record.set_defaults(func=_bag_command("run_record"))
+    replay = commands.add_parser("replay", help="publish a rosbag2 bag (MCAP or sqlite3) with its original timing")
+    replay.add_argument("bag", help="bag folder")
+    replay.add_argument("-r", "--rate", type=float, default=1.0, help="playback rate")
+    replay.add_argument("-l", "--loop", action="store_true", help="start again at the end")
+    replay.add_argument("--start-offset", type=float, default=0.0, help="seconds into the bag to start at")
+    replay.add_argument("-d", "--delay", type=float, default=0.5, help="seconds to wait for subscribers first")
+    replay.add_argument("--clock", type=float, nargs="?", const=40.0, default=0.0,
+                        help="publish the bag time on /clock at this rate (bare: 40 Hz) and before every message")
+    replay.add_argument("--topics", nargs="+", default=[], help="only these topics")
+    replay.add_argument("--remap", nargs="+", default=[], help="recorded:=published topic pairs")
+    replay.set_defaults(func=_bag_command("run_replay"))
+    evaluate = commands.add_parser("eval-bag", help="offline open-loop evaluation of the policy on a bag")
+    evaluate.add_argument("bag", help="bag folder (ros2 bag record or dreamzero record; sqlite3 or MCAP)")
+    evaluate.add_argument("--embodiment", default="droid", help="droid, agibot_g1, yam, or a YAML path")
+    evaluate.add_argument("--backend", default="local", choices=("local", "remote"))
+    evaluate.add_argument("--checkpoint", default="tiny", help="checkpoint directory, or 'tiny' (random weights)")
+    evaluate.add_argument("--server-url", default="ws://127.0.0.1:8000", help="remote backend URL")
+    evaluate.add_argument("--prompt", default="", help="instruction the bag's task was given")
+    evaluate.add_argument("--output", default="eval", help="folder for the report folder")
+    evaluate.add_argument("--namespace", default="", help="namespace the embodiment's topics were recorded under")
+    evaluate.add_argument("--camera-topic", action="append", default=[], metavar="KEY=TOPIC",
+                          help="topic of one camera, overriding the YAML (repeatable)")
+    evaluate.add_argument("--execute-steps", type=int, default=0, help="steps between queries (0: the horizon)")
+    evaluate.add_argument("--max-chunks", type=int, default=0, help="stop after this many chunks (0: whole bag)")
+    evaluate.add_argument("--frame-mode", default="training", choices=("training", "official"))
+    evaluate.add_argument("--camera-timeout", type=float, default=0.5, help="seconds; older camera frames block")
+    evaluate.add_argument("--frame-tolerance", type=float, default=0.15, help="seconds between wanted and used frame")
+    evaluate.add_argument("--state-tolerance", type=float, default=0.1, help="seconds between t_obs and joint state")
+    evaluate.add_argument("--device", default="cpu", help="torch device of the local backend")
+    evaluate.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    evaluate.add_argument("--solver", default="unipc", choices=("unipc", "euler"))
+    evaluate.add_argument("--num-inference-steps", type=int, default=16)
+    evaluate.add_argument("--cfg-scale", type=float, default=5.0)
+    evaluate.add_argument("--seed", type=int, default=1140, help="noise seed (-1: fresh noise every call)")
+    evaluate.add_argument("--call-timeout", type=float, default=600.0, help="longest wait for one backend call, s")
+    evaluate.add_argument("--no-video", action="store_true", help="skip the predicted video (faster)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=_bag_command("run_eval_bag"))
 
 
 def main(argv: list[str] | None = None) -> int:

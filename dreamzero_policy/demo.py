@@ -28,6 +28,7 @@ from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.bringup import GraphOptions, running
 from dreamzero_policy.conversions import image_to_rgb, joint_state_arrays, message_to_chunk
 from dreamzero_policy.qos import camera_qos, reliable_qos
+from dreamzero_policy.video import Mp4Writer, side_by_side
 
 VIDEO_FPS = 5  # the model's own video rate for DROID (facts §1.8)
 
@@ -98,18 +99,12 @@ class DemoRecorder(Node):
 
     def _snapshot(self) -> None:
         """One video frame: the cameras side by side, the predicted mosaic scaled to their height."""
-        import cv2
-
         with self.lock:
             views = [self.recording.cameras.get(c.key) for c in self.spec.cameras]
             predicted = self.recording.predicted
         if any(v is None for v in views):
             return
-        row = np.concatenate(views, axis=1)
-        if predicted is not None:
-            height = row.shape[0]
-            width = round(predicted.shape[1] * height / predicted.shape[0])
-            row = np.concatenate([row, cv2.resize(predicted, (width, height), interpolation=cv2.INTER_NEAREST)], axis=1)
+        row = side_by_side(np.concatenate(views, axis=1), predicted)
         with self.lock:
             self.recording.frames.append(row)
 
@@ -133,12 +128,11 @@ def write_run_folder(recording: Recording, folder: Path, duration_s: float, limi
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    if recording.frames:
-        height, width = recording.frames[0].shape[:2]
-        writer = cv2.VideoWriter(str(folder / "cameras.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (width, height))
+    size = (max((f.shape[1] for f in recording.frames), default=0), max((f.shape[0] for f in recording.frames), default=0))
+    with Mp4Writer(folder / "cameras.mp4", VIDEO_FPS, size) as video:  # early frames lack the predicted mosaic
         for frame in recording.frames:
-            writer.write(cv2.cvtColor(frame[:height, :width], cv2.COLOR_RGB2BGR))
-        writer.release()
+            video.write(frame)
+    if recording.frames:
         cv2.imwrite(str(folder / "last_frame.png"), cv2.cvtColor(recording.frames[-1], cv2.COLOR_RGB2BGR))
     joints = np.array(recording.joints) if recording.joints else np.zeros((0, 7))
     commands = np.array(recording.commands) if recording.commands else np.zeros((0, 7))

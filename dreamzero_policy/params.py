@@ -42,19 +42,24 @@ def declare(node: Node, table: tuple[Param, ...]) -> None:
         node.declare_parameter(param.name, param.default, param.descriptor())
 
 
-def read(node: Node, table: tuple[Param, ...]) -> dict[str, Any]:
-    """Current values of ``table``; raises ValueError naming each parameter outside its choices or bounds."""
-    values, problems = {}, []
+def checked(table: tuple[Param, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (one per parameter of ``table``); raises ValueError naming each one outside its
+    choices or bounds."""
+    problems = []
     for param in table:
-        value = node.get_parameter(param.name).value
+        value = values[param.name]
         if param.choices and value not in param.choices:
             problems.append(f"{param.name}={value!r} is not one of {', '.join(param.choices)}")
         if param.bounds is not None and not (param.bounds[0] <= value <= param.bounds[1]):
             problems.append(f"{param.name}={value!r} is outside [{param.bounds[0]}, {param.bounds[1]}]")
-        values[param.name] = value
     if problems:
         raise ValueError("invalid parameters: " + "; ".join(problems))
     return values
+
+
+def read(node: Node, table: tuple[Param, ...]) -> dict[str, Any]:
+    """Current values of ``table`` on ``node``, checked (see :func:`checked`)."""
+    return checked(table, {param.name: node.get_parameter(param.name).value for param in table})
 
 
 POLICY_NODE_PARAMS: tuple[Param, ...] = (
@@ -132,7 +137,20 @@ class PolicySettings:
 
     @classmethod
     def from_node(cls, node: Node) -> PolicySettings:
-        values = read(node, POLICY_NODE_PARAMS)
+        return cls._from(read(node, POLICY_NODE_PARAMS))
+
+    @classmethod
+    def from_values(cls, **overrides: Any) -> PolicySettings:
+        """The defaults of :data:`POLICY_NODE_PARAMS` with ``overrides``, checked; for tools that run a
+        backend without a node (``dreamzero eval-bag``)."""
+        unknown = sorted(set(overrides) - {p.name for p in POLICY_NODE_PARAMS})
+        if unknown:
+            raise ValueError(f"unknown policy parameters {unknown}")
+        return cls._from(checked(POLICY_NODE_PARAMS, {**{p.name: p.default for p in POLICY_NODE_PARAMS},
+                                                      **overrides}))
+
+    @classmethod
+    def _from(cls, values: dict[str, Any]) -> PolicySettings:
         values["camera_topics"] = tuple(v for v in values["camera_topics"] if v)
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 

@@ -33,6 +33,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from dreamzero_embodiments.actions import anchor_from_state
 from dreamzero_embodiments.assembly import ObservationAssembler, ObservationError
 from dreamzero_embodiments.scheduling import QueryScheduler
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
@@ -245,15 +246,13 @@ class PolicyNode(ManagedNode):
 
     def _publish(self, observation: Observation, prediction, chunk_id: int) -> None:
         spec = self._spec
-        names = spec.action_names
-        state_index = {name: i for i, name in enumerate(spec.state_names)}
         relative = np.asarray(prediction.relative, dtype=bool)
-        anchor = np.array([observation.state[state_index[n]] if r else 0.0 for n, r in zip(names, relative)])
+        anchor = anchor_from_state(observation.state, relative, spec)
         now_ns = self.get_clock().now().nanoseconds
         latency = (now_ns - observation.t_obs_ns) * 1e-9
         self._chunk_pub.publish(chunk_to_message(Chunk(
             t_obs_ns=observation.t_obs_ns, embodiment=spec.name, session_id=observation.session_id, chunk_id=chunk_id,
-            names=names, relative=relative, anchor=anchor, values=prediction.actions, dt=spec.timing.dt,
+            names=spec.action_names, relative=relative, anchor=anchor, values=prediction.actions, dt=spec.timing.dt,
             latency=latency)))
         if prediction.frames is not None and self._settings.publish_predicted_video:
             step_ns = round(spec.timing.frame_stride * spec.timing.dt * 1e9)

@@ -52,6 +52,14 @@ def _first_non_finite(array: np.ndarray) -> tuple[int, ...] | None:
     return tuple(int(i) for i in bad[0]) if len(bad) else None
 
 
+def anchor_from_state(state: np.ndarray, relative: np.ndarray | Sequence[bool], spec: EmbodimentSpec) -> np.ndarray:
+    """float64[D]: the chunk anchor (ARCHITECTURE.md §5): for each relative action dimension the state
+    of the same name at t_obs (``state`` in ``spec.state_names`` order, model units), 0 elsewhere."""
+    index = {name: i for i, name in enumerate(spec.state_names)}
+    return np.array([state[index[name]] if flag else 0.0 for name, flag in zip(spec.action_names, relative)],
+                    dtype=np.float64)
+
+
 def chunk_to_ros(values: np.ndarray, relative: np.ndarray | Sequence[bool], anchor: np.ndarray | Sequence[float],
                  names: Sequence[str], spec: EmbodimentSpec) -> np.ndarray:
     """Absolute targets in ROS units from a chunk as the policy publishes it (see module docstring).

@@ -1,0 +1,144 @@
+"""``dreamzero replay BAG``: a rosbag2 bag (MCAP or sqlite3) back onto topics, like ``ros2 bag play``.
+
+Messages are published as their recorded CDR bytes (``publish(bytes)``, environment.md G8) at their
+recorded receive times, scaled by ``rate`` (ros2-anchors §6.1), after ``delay_s`` (time for
+subscribers to match). With ``clock_hz`` > 0 the bag time goes out on ``/clock`` at that rate and
+just before every message (ros2 bag play's ``--clock`` plus ``--clock-topics-all``), so nodes with
+``use_sim_time`` see time follow the bag and never see a message from their future; a ``/clock``
+recorded in the bag is then not replayed. On ``loop`` the bag starts again and the clock jumps back,
+as with ros2 bag play. Each topic is published with the QoS its recorded publishers offered
+(``bag_types.qos_from_bag``): a best-effort camera stays best effort. Header stamps inside the
+messages are the recorded ones.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rclpy.node import Node
+from rosbags.rosbag2 import Reader
+from rosgraph_msgs.msg import Clock
+
+from dreamzero_policy.bags.bag_types import message_class, qos_from_bag
+from dreamzero_policy.bags.record import absolute_topic
+from dreamzero_policy.conversions import ns_to_stamp
+from dreamzero_policy.qos import reliable_qos
+
+CLOCK_TOPIC = "/clock"
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What ``dreamzero replay`` takes: see the module docstring. ``topics`` empty: every topic.
+    ``remap``: recorded topic -> published topic."""
+
+    rate: float = 1.0
+    loop: bool = False
+    start_offset_s: float = 0.0
+    delay_s: float = 0.0
+    clock_hz: float = 0.0
+    topics: tuple[str, ...] = ()
+    remap: dict[str, str] = field(default_factory=dict)
+
+
+def parse_remaps(entries: list[str]) -> dict[str, str]:
+    """``['/a:=/b', ...]`` -> {'/a': '/b'}; raises ValueError naming a malformed entry."""
+    remap = {}
+    for entry in entries:
+        source, sep, target = entry.partition(":=")
+        if not sep or not source or not target:
+            raise ValueError(f"remap {entry!r} must look like /recorded/topic:=/new/topic")
+        remap[absolute_topic(source)] = absolute_topic(target)
+    return remap
+
+
+class BagPlayer:
+    """Publishes a bag with its timing (see module docstring); ``play`` blocks until done or ``stop``."""
+
+    def __init__(self, path: Path, options: ReplayOptions, node: Node) -> None:
+        if options.rate <= 0:
+            raise ValueError(f"rate must be > 0, got {options.rate}")
+        self.options = options
+        self.node = node
+        self.counts: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._reader = Reader(path)
+        self._reader.open()
+        try:
+            self._connections = self._select(options)
+            self._start_ns = self._reader.start_time + round(options.start_offset_s * 1e9)
+            if not self._reader.start_time <= self._start_ns <= self._reader.end_time:
+                raise ValueError(f"start offset {options.start_offset_s} s is outside the bag, which lasts "
+                                 f"{(self._reader.end_time - self._reader.start_time) * 1e-9:.3f} s")
+            self._publishers = {}
+            for connection in self._connections:
+                if connection.topic not in self._publishers:
+                    self._publishers[connection.topic] = node.create_publisher(
+                        message_class(connection.msgtype), options.remap.get(connection.topic, connection.topic),
+                        qos_from_bag(list(connection.ext.offered_qos_profiles)))
+            self._clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, reliable_qos(depth=1)) \
+                if options.clock_hz > 0 else None
+        except Exception:
+            self._reader.close()
+            raise
+
+    def _select(self, options: ReplayOptions) -> list:
+        recorded = sorted({c.topic for c in self._reader.connections})
+        wanted = {absolute_topic(t) for t in options.topics} or set(recorded)
+        if options.clock_hz > 0:
+            wanted.discard(CLOCK_TOPIC)
+        unknown = sorted((wanted | set(options.remap)) - set(recorded))
+        if unknown:
+            raise ValueError(f"topics {unknown} are not in the bag; it has {recorded}")
+        return [c for c in self._reader.connections if c.topic in wanted]
+
+    @property
+    def duration_s(self) -> float:
+        """Bag time from the start offset to the last message."""
+        return (self._reader.end_time - self._start_ns) * 1e-9
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _publish_clock(self, bag_ns: int) -> None:
+        if self._clock_pub is not None:
+            self._clock_pub.publish(Clock(clock=ns_to_stamp(bag_ns)))
+
+    def _wait_until(self, wall_ns: int, wall0_ns: int) -> None:
+        """Sleep until ``wall_ns``, publishing the bag time on /clock every clock period meanwhile."""
+        period_ns = round(1e9 / self.options.clock_hz) if self._clock_pub is not None else 50_000_000
+        while not self._stop.is_set():
+            now = time.monotonic_ns()
+            if now >= wall_ns:
+                return
+            self._publish_clock(self._start_ns + round((now - wall0_ns) * self.options.rate))
+            time.sleep(min(wall_ns - now, period_ns) * 1e-9)
+
+    def play(self) -> int:
+        """Publish the bag (again and again with ``loop``); returns the number of messages published."""
+        published = 0
+        if self.options.delay_s > 0:
+            self._stop.wait(self.options.delay_s)
+        while not self._stop.is_set():
+            wall0 = time.monotonic_ns()
+            for connection, stamp_ns, raw in self._reader.messages(self._connections, start=self._start_ns):
+                self._wait_until(wall0 + round((stamp_ns - self._start_ns) / self.options.rate), wall0)
+                if self._stop.is_set():
+                    break
+                self._publish_clock(stamp_ns)
+                self._publishers[connection.topic].publish(raw)
+                self.counts[connection.topic] += 1
+                published += 1
+            if not self.options.loop:
+                break
+        return published
+
+    def close(self) -> None:
+        for publisher in self._publishers.values():
+            self.node.destroy_publisher(publisher)
+        if self._clock_pub is not None:
+            self.node.destroy_publisher(self._clock_pub)
+        self._reader.close()

@@ -1,0 +1,215 @@
+"""Bags: offline evaluation on a bag written with rosbags (sqlite3, best-effort cameras, a compressed
+wrist camera), replay timing / clock / remap / offset / loop, and record of a replay (MCAP) that
+evaluates exactly as the original. The round trip from the simulation is in test_bags_sim.py."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import Reader
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+
+from dreamzero_policy.bags.bag_types import (BagTypeError, message_class, qos_from_bag, qos_to_bag,
+                                             subscription_qos, typestore_for)
+from dreamzero_policy.bags.evaluation import EvalError, EvalOptions, evaluate_bag
+from dreamzero_policy.bags.record import BagRecorder
+from dreamzero_policy.bags.replay import BagPlayer, ReplayOptions, parse_remaps
+from dreamzero_policy.bags.report import VIDEO_NAME, write_report
+from dreamzero_policy.conversions import stamp_to_ns
+from dreamzero_policy.qos import camera_qos, reliable_qos
+from dreamzero_policy.video import Mp4Writer
+from ros_testing import MessageCollector, spinning, wait_until
+from policy.synthetic_bag import JOINT_HZ, SPEC, START_NS, VELOCITY, KnownMotionBackend, write_droid_bag
+
+BAG_SECONDS = 6.0
+WRIST = {"wrist_image_left": "/cameras/wrist/image_raw/compressed"}
+OPTIONS = EvalOptions(camera_topics=WRIST, progress=False)
+
+
+@pytest.fixture(scope="module")
+def sqlite_bag(tmp_path_factory) -> tuple:
+    path = tmp_path_factory.mktemp("bags") / "synthetic"
+    return path, write_droid_bag(path, BAG_SECONDS, storage="sqlite3")
+
+
+def test_custom_types_come_from_the_installed_msg_file() -> None:
+    typestore = typestore_for(["dreamzero_msgs/msg/ActionChunk"])
+    fields = [name for name, _ in typestore.fielddefs["dreamzero_msgs/msg/ActionChunk"][1]]
+    assert fields == ["header", "embodiment", "session_id", "chunk_id", "names", "relative", "anchor", "horizon",
+                      "dt", "values", "latency"]
+    assert message_class("dreamzero_msgs/msg/ActionChunk").__name__ == "ActionChunk"
+    with pytest.raises(BagTypeError, match="no_such_pkg/msg/Thing"):
+        typestore_for(["no_such_pkg/msg/Thing"])
+    with pytest.raises(BagTypeError, match="not installed"):
+        message_class("no_such_pkg/msg/Thing")
+
+
+def test_qos_survives_the_bag_and_recording_matches_every_publisher() -> None:
+    best_effort = camera_qos("best_effort")
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    assert qos_from_bag([qos_to_bag(best_effort)]).reliability == ReliabilityPolicy.BEST_EFFORT
+    assert qos_from_bag([qos_to_bag(latched)]).durability == DurabilityPolicy.TRANSIENT_LOCAL
+    mixed = qos_from_bag([qos_to_bag(best_effort), qos_to_bag(reliable_qos())])
+    assert mixed.reliability == ReliabilityPolicy.RELIABLE  # disagreeing publishers: the default, as ros2 bag play
+    assert qos_from_bag([]).reliability == ReliabilityPolicy.RELIABLE
+    assert subscription_qos([reliable_qos(), best_effort]).reliability == ReliabilityPolicy.BEST_EFFORT
+    assert subscription_qos([latched]).durability == DurabilityPolicy.TRANSIENT_LOCAL
+    assert subscription_qos([latched, reliable_qos()]).durability == DurabilityPolicy.VOLATILE
+
+
+def test_eval_of_a_perfect_prediction_has_no_error(sqlite_bag, tmp_path) -> None:
+    path, counts = sqlite_bag
+    backend = KnownMotionBackend("oracle")
+    with Mp4Writer(tmp_path / VIDEO_NAME, fps=5) as video:
+        result = evaluate_bag(path, SPEC, backend, OPTIONS, video)
+    horizon_s = SPEC.timing.horizon * SPEC.timing.dt
+    assert len(result.t_obs_ns) == int(BAG_SECONDS / horizon_s) + 1 == len(backend.calls)
+    assert backend.resets == 1 and backend.calls[0].first_of_session and not backend.calls[1].first_of_session
+    assert np.all(np.diff(result.t_obs_ns) == round(horizon_s * 1e9))  # one query per chunk, on bag time
+    assert [v.shape[0] for v in backend.calls[1].views.values()] == [9, 9, 9]  # training frame history
+    assert result.messages == sum(counts.values())
+    summary = write_report(result, SPEC, tmp_path, {"bag": str(path), "embodiment": "droid", "backend": "oracle",
+                                                    "prompt": ""})
+    for row in summary["errors_vs_joint_states"]:
+        assert row["count"] > 0 and row["max"] < 1e-9, row
+    arm = [row for row in summary["errors_vs_commands"] if row["name"] != "panda_gripper_joint"]
+    assert all(row["count"] > 0 and row["max"] < 1e-9 for row in arm), arm
+    assert summary["errors_vs_commands"][-1]["count"] == 0  # no gripper command recorded: nothing compared
+    assert summary["video_frames"] == 2 * len(result.t_obs_ns)
+    for name in ("report.md", "report.json", "errors_per_step.png", "trajectories.png", "latency_hist.png", VIDEO_NAME):
+        assert (tmp_path / name).stat().st_size > 100, name
+    assert "| panda_joint1 |" in (tmp_path / "report.md").read_text()
+
+
+def test_eval_of_a_still_prediction_shows_the_motion_it_missed(sqlite_bag) -> None:
+    path, _ = sqlite_bag
+    result = evaluate_bag(path, SPEC, KnownMotionBackend("hold"), OPTIONS)
+    missed = result.state_reference - result.predicted
+    expected = np.arange(SPEC.timing.horizon)[None, :, None] * SPEC.timing.dt * np.append(VELOCITY, 0.0)
+    known = np.isfinite(missed)
+    assert known[:, 0].all() and not known[-1, -1].any()  # the last chunk reaches past the bag's end
+    np.testing.assert_allclose(missed[known], np.broadcast_to(expected, missed.shape)[known], atol=1e-9)
+
+
+def test_eval_names_what_the_bag_lacks(sqlite_bag) -> None:
+    path, _ = sqlite_bag
+    with pytest.raises(EvalError, match=r"camera wrist_image_left: /cameras/wrist/image_raw is missing.*"
+                                        r"/cameras/wrist/image_raw/compressed \(sensor_msgs/msg/CompressedImage\)"):
+        evaluate_bag(path, SPEC, KnownMotionBackend("hold"), EvalOptions(progress=False))
+    with pytest.raises(EvalError, match="/robot1/joint_states is missing"):
+        evaluate_bag(path, SPEC, KnownMotionBackend("hold"), EvalOptions(namespace="robot1", progress=False))
+
+
+def _play_in_background(player: BagPlayer) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def play() -> None:
+        started = time.monotonic()
+        outcome["published"] = player.play()
+        outcome["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_replay_keeps_timing_and_publishes_the_clock(ros_context, sqlite_bag, unique_name) -> None:
+    path, _ = sqlite_bag
+    node, listener = Node(f"player_{unique_name}"), Node(f"listener_{unique_name}")
+    states = MessageCollector(listener, JointState, "/replayed/joint_states", reliable_qos(depth=500))
+    clock = MessageCollector(listener, Clock, "/clock", reliable_qos(depth=1000))
+    options = ReplayOptions(rate=4.0, start_offset_s=2.0, delay_s=0.5, clock_hz=40.0, topics=("/joint_states",),
+                            remap=parse_remaps(["joint_states:=/replayed/joint_states"]))
+    player = BagPlayer(path, options, node)
+    try:
+        with spinning([listener]):
+            wait_until(lambda: states.subscription.get_publisher_count() > 0, 10.0, "the player's publisher")
+            thread, outcome = _play_in_background(player)
+            thread.join(timeout=30.0)
+            expected = sum(1 for j in range(int(BAG_SECONDS * JOINT_HZ) + 1) if j / JOINT_HZ >= 2.0 - 0.002)
+            received = states.wait_for(expected, 10.0)
+    finally:
+        player.close()
+        node.destroy_node()
+        listener.destroy_node()
+    stamps = np.array([stamp_to_ns(m.header.stamp) for m in received])
+    assert outcome["published"] == len(received) == expected
+    assert stamps[0] >= START_NS + 2 * 10**9 - 2_000_000 and np.all(np.diff(stamps) > 0)
+    assert outcome["seconds"] >= 0.5 + 0.9 * (BAG_SECONDS - 2.0) / 4.0  # the recorded spacing, 4x faster
+    ticks = np.array([stamp_to_ns(m.clock) for m in clock.messages])
+    assert len(ticks) > 20 and np.all(np.diff(ticks) >= 0)  # 40 Hz plus one before each message
+    assert ticks[0] >= START_NS + 2 * 10**9 and ticks[-1] <= stamps[-1] + 2_000_000  # bag receive times
+
+
+def test_replay_rejects_bad_options(ros_context, sqlite_bag, unique_name) -> None:
+    path, _ = sqlite_bag
+    node = Node(f"player_{unique_name}")
+    try:
+        with pytest.raises(ValueError, match=r"topics \['/nope'\] are not in the bag; it has \['/arm_controller"):
+            BagPlayer(path, ReplayOptions(topics=("/nope",)), node)
+        with pytest.raises(ValueError, match="start offset 60.0 s is outside the bag"):
+            BagPlayer(path, ReplayOptions(start_offset_s=60.0), node)
+        with pytest.raises(ValueError, match="rate must be > 0"):
+            BagPlayer(path, ReplayOptions(rate=0.0), node)
+        with pytest.raises(ValueError, match="must look like"):
+            parse_remaps(["/a=/b"])
+    finally:
+        node.destroy_node()
+
+
+def test_loop_starts_again(ros_context, sqlite_bag, unique_name) -> None:
+    path, counts = sqlite_bag
+    node, listener = Node(f"player_{unique_name}"), Node(f"listener_{unique_name}")
+    states = MessageCollector(listener, JointState, "/joint_states", reliable_qos(depth=1000))
+    player = BagPlayer(path, ReplayOptions(rate=10.0, loop=True, topics=("/joint_states",)), node)
+    try:
+        with spinning([listener]):
+            wait_until(lambda: states.subscription.get_publisher_count() > 0, 10.0, "the player's publisher")
+            thread, outcome = _play_in_background(player)
+            received = states.wait_for(counts["/joint_states"] + 10, 30.0)
+            player.stop()
+            thread.join(timeout=10.0)
+    finally:
+        player.close()
+        node.destroy_node()
+        listener.destroy_node()
+    stamps = np.array([stamp_to_ns(m.header.stamp) for m in received])
+    assert stamps[0] == START_NS
+    wraps = np.flatnonzero(np.diff(stamps) < 0) + 1
+    assert len(wraps) >= 1 and stamps[wraps[0]] == START_NS  # the second pass starts at the beginning
+    assert outcome["published"] >= len(received)
+
+
+def test_a_recorded_replay_evaluates_like_the_original(ros_context, sqlite_bag, tmp_path, unique_name) -> None:
+    path, counts = sqlite_bag
+    node = Node(f"player_{unique_name}")
+    recorder = BagRecorder(tmp_path / "rerecorded", list(counts), storage="mcap")
+    player = BagPlayer(path, ReplayOptions(rate=2.0), node)
+    try:
+        with spinning([recorder]):
+            wait_until(lambda: len(recorder.topics) == len(counts), 10.0, "the recorder on every topic")
+            wait_until(lambda: all(p.get_subscription_count() > 0 for p in player._publishers.values()), 10.0,
+                       "the recorder subscribed")
+            thread, _ = _play_in_background(player)
+            thread.join(timeout=30.0)
+            wait_until(lambda: dict(recorder.counts) == counts, 10.0, f"every message recorded (have "
+                                                                      f"{dict(recorder.counts)}, want {counts})")
+        recorder.close()
+    finally:
+        player.close()
+        recorder.destroy_node()
+        node.destroy_node()
+    with Reader(tmp_path / "rerecorded") as reader:
+        assert {c.topic: c.msgcount for c in reader.connections} == counts
+        cameras = [c for c in reader.connections if c.topic == "/cameras/exterior_1/image_raw"]
+        assert cameras[0].ext.offered_qos_profiles[0].reliability.name == "BEST_EFFORT"  # as the player offered
+    original = evaluate_bag(path, SPEC, KnownMotionBackend("hold"), OPTIONS)
+    replayed = evaluate_bag(tmp_path / "rerecorded", SPEC, KnownMotionBackend("hold"), OPTIONS)
+    np.testing.assert_array_equal(replayed.t_obs_ns, original.t_obs_ns)
+    np.testing.assert_array_equal(replayed.predicted, original.predicted)
+    np.testing.assert_array_equal(replayed.state_reference, original.state_reference)
