@@ -142,6 +142,8 @@ def _add_bag_commands(commands) -> None:
     replay.add_argument("-l", "--loop", action="store_true", help="start again at the end")
     replay.add_argument("--start-offset", type=float, default=0.0, help="seconds into the bag to start at")
     replay.add_argument("-d", "--delay", type=float, default=0.5, help="seconds to wait for subscribers first")
+    replay.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to this long for a subscriber on every topic")
     replay.add_argument("--clock", type=float, nargs="?", const=40.0, default=0.0,
                         help="publish the bag time on /clock at this rate (bare: 40 Hz) and before every message")
     replay.add_argument("--topics", nargs="+", default=[], help="only these topics")

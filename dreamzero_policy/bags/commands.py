@@ -58,6 +58,7 @@ def run_record(args: argparse.Namespace) -> int:
 def run_replay(args: argparse.Namespace) -> int:
     """Publish the bag with its timing until done (or Ctrl-C); prints the messages published per topic."""
     options = ReplayOptions(rate=args.rate, loop=args.loop, start_offset_s=args.start_offset, delay_s=args.delay,
+                            wait_for_subscribers_s=args.wait_for_subscribers,
                             clock_hz=args.clock, topics=tuple(args.topics), remap=parse_remaps(args.remap))
     with rclpy.init():
         node = Node("dreamzero_player")

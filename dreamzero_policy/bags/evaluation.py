@@ -268,7 +268,7 @@ class _Run:
         try:
             assembled = self.assembler.assemble(self.clock_ns, first_of_session=first)
         except ObservationError as error:
-            self._block(re.split(r"[:(]", str(error))[0].strip(), error)
+            self._block(re.sub(r"\d+(\.\d+)?", "#", str(error).split("(")[0]).strip(" :;"), error)
             return
         observation = Observation(t_obs_ns=assembled.t_obs_ns, views=assembled.views, state=assembled.state,
                                   prompt=self.options.prompt, session_id=SESSION_ID, first_of_session=first)

@@ -1,8 +1,8 @@
 """``dreamzero replay BAG``: a rosbag2 bag (MCAP or sqlite3) back onto topics, like ``ros2 bag play``.
 
 Messages are published as their recorded CDR bytes (``publish(bytes)``, environment.md G8) at their
-recorded receive times, scaled by ``rate`` (ros2-anchors §6.1), after ``delay_s`` (time for
-subscribers to match). With ``clock_hz`` > 0 the bag time goes out on ``/clock`` at that rate and
+recorded receive times, scaled by ``rate`` (ros2-anchors §6.1), once every topic has a subscriber
+(waiting up to ``wait_for_subscribers_s``) and ``delay_s`` more (time for both ends to match). With ``clock_hz`` > 0 the bag time goes out on ``/clock`` at that rate and
 just before every message (ros2 bag play's ``--clock`` plus ``--clock-topics-all``), so nodes with
 ``use_sim_time`` see time follow the bag and never see a message from their future; a ``/clock``
 recorded in the bag is then not replayed. On ``loop`` the bag starts again and the clock jumps back,
@@ -39,6 +39,7 @@ class ReplayOptions:
     loop: bool = False
     start_offset_s: float = 0.0
     delay_s: float = 0.0
+    wait_for_subscribers_s: float = 0.0
     clock_hz: float = 0.0
     topics: tuple[str, ...] = ()
     remap: dict[str, str] = field(default_factory=dict)
@@ -117,9 +118,21 @@ class BagPlayer:
             self._publish_clock(self._start_ns + round((now - wall0_ns) * self.options.rate))
             time.sleep(min(wall_ns - now, period_ns) * 1e-9)
 
+    def _wait_for_subscribers(self) -> None:
+        """Up to ``wait_for_subscribers_s``: until every replayed topic has a subscriber (else a warning)."""
+        deadline = time.monotonic() + self.options.wait_for_subscribers_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if all(p.get_subscription_count() > 0 for p in self._publishers.values()):
+                return
+            time.sleep(0.05)
+        lonely = sorted(p.topic_name for p in self._publishers.values() if p.get_subscription_count() == 0)
+        if self.options.wait_for_subscribers_s > 0 and lonely:
+            self.node.get_logger().warning(f"starting without subscribers on {lonely}")
+
     def play(self) -> int:
         """Publish the bag (again and again with ``loop``); returns the number of messages published."""
         published = 0
+        self._wait_for_subscribers()
         if self.options.delay_s > 0:
             self._stop.wait(self.options.delay_s)
         while not self._stop.is_set():

@@ -53,7 +53,7 @@ def _markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {row['name']} | {row['count']} | {_cell(row['mae'])} | {_cell(row['rmse'])} | "
                      f"{_cell(row['max'])} | {_cell(vs_command)} |")
     if summary["blocked"]:
-        lines += ["", "Query attempts that could not be assembled (retried at the next message):", ""]
+        lines += ["", "Query attempts that could not be assembled (retried at the next frame):", ""]
         lines += [f"- {cause}: {count} (e.g. {summary['blocked_example'][cause]})"
                   for cause, count in summary["blocked"].items()]
     lines += ["", "Files: " + ", ".join(summary["files"]), ""]
