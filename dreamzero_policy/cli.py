@@ -88,6 +88,15 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if summary["chunks"] > 0 and summary["commands_within_urdf_limits"] else 1
 
 
+def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The robot and model choices of ``dreamzero.launch.py``, shared by bringup and eval-bag."""
+    parser.add_argument("--embodiment", default="droid", help="droid, agibot_g1, yam, or a YAML path")
+    parser.add_argument("--backend", default="local", choices=("local", "remote"))
+    parser.add_argument("--checkpoint", default="tiny", help="checkpoint directory, or 'tiny' (random weights)")
+    parser.add_argument("--server-url", default="ws://127.0.0.1:8000", help="remote backend URL")
+    parser.add_argument("--prompt", default="", help="instruction")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="dreamzero", description="DreamZero World Action Model on ROS 2.")
@@ -96,11 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.set_defaults(func=run_info)
     bringup = commands.add_parser("bringup", help="run the node graph of dreamzero.launch.py in one process")
-    bringup.add_argument("--embodiment", default="droid", help="droid, agibot_g1, yam, or a YAML path")
-    bringup.add_argument("--backend", default="local", choices=("local", "remote"))
-    bringup.add_argument("--checkpoint", default="tiny", help="checkpoint directory, or 'tiny' (random weights)")
-    bringup.add_argument("--server-url", default="ws://127.0.0.1:8000", help="remote backend URL")
-    bringup.add_argument("--prompt", default="", help="instruction")
+    _add_policy_arguments(bringup)
     bringup.add_argument("--sim", action="store_true", help="also run the pybullet DROID simulation")
     bringup.add_argument("--no-mux", action="store_true", help="without control_mux")
     bringup.add_argument("--namespace", default="")
@@ -151,11 +156,7 @@ def _add_bag_commands(commands) -> None:
     replay.set_defaults(func=_bag_command("run_replay"))
     evaluate = commands.add_parser("eval-bag", help="offline open-loop evaluation of the policy on a bag")
     evaluate.add_argument("bag", help="bag folder (ros2 bag record or dreamzero record; sqlite3 or MCAP)")
-    evaluate.add_argument("--embodiment", default="droid", help="droid, agibot_g1, yam, or a YAML path")
-    evaluate.add_argument("--backend", default="local", choices=("local", "remote"))
-    evaluate.add_argument("--checkpoint", default="tiny", help="checkpoint directory, or 'tiny' (random weights)")
-    evaluate.add_argument("--server-url", default="ws://127.0.0.1:8000", help="remote backend URL")
-    evaluate.add_argument("--prompt", default="", help="instruction the bag's task was given")
+    _add_policy_arguments(evaluate)
     evaluate.add_argument("--output", default="eval", help="folder for the report folder")
     evaluate.add_argument("--namespace", default="", help="namespace the embodiment's topics were recorded under")
     evaluate.add_argument("--camera-topic", action="append", default=[], metavar="KEY=TOPIC",

@@ -42,6 +42,17 @@ def declare(node: Node, table: tuple[Param, ...]) -> None:
         node.declare_parameter(param.name, param.default, param.descriptor())
 
 
+def parse_pairs(entries: tuple[str, ...] | list[str], separator: str, what: str, example: str) -> dict[str, str]:
+    """``['a<separator>b', ...]`` as {a: b} (stripped); raises ValueError naming ``what`` and the malformed entry."""
+    pairs = {}
+    for entry in entries:
+        key, sep, value = entry.partition(separator)
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{what} {entry!r} must look like '{example}'")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
 def checked(table: tuple[Param, ...], values: dict[str, Any]) -> dict[str, Any]:
     """``values`` (one per parameter of ``table``); raises ValueError naming each one outside its
     choices or bounds."""
@@ -156,13 +167,7 @@ class PolicySettings:
 
     def topic_overrides(self) -> dict[str, str]:
         """``camera_topics`` as {camera key: topic}; raises ValueError on an entry without '='."""
-        overrides = {}
-        for entry in self.camera_topics:
-            key, sep, topic = entry.partition("=")
-            if not sep or not key or not topic:
-                raise ValueError(f"camera_topics entry {entry!r} must look like 'camera_key=topic'")
-            overrides[key.strip()] = topic.strip()
-        return overrides
+        return parse_pairs(self.camera_topics, "=", "camera_topics entry", "camera_key=topic")
 
 
 LIMIT_PARAMS: tuple[Param, ...] = (

@@ -17,19 +17,8 @@ from dreamzero_policy.bags.evaluation import EvalOptions, evaluate_bag
 from dreamzero_policy.bags.record import BagRecorder
 from dreamzero_policy.bags.replay import BagPlayer, ReplayOptions, parse_remaps
 from dreamzero_policy.bags.report import VIDEO_NAME, write_report
-from dreamzero_policy.params import PolicySettings
+from dreamzero_policy.params import PolicySettings, parse_pairs
 from dreamzero_policy.video import Mp4Writer
-
-
-def _topic_map(entries: list[str]) -> dict[str, str]:
-    """``['key=topic', ...]`` -> {key: topic}; raises ValueError naming a malformed entry."""
-    pairs = {}
-    for entry in entries:
-        key, sep, topic = entry.partition("=")
-        if not sep or not key or not topic:
-            raise ValueError(f"{entry!r} must look like camera_key=topic")
-        pairs[key] = topic
-    return pairs
 
 
 def run_record(args: argparse.Namespace) -> int:
@@ -86,7 +75,7 @@ def run_eval_bag(args: argparse.Namespace) -> int:
         num_inference_steps=args.num_inference_steps, cfg_scale=args.cfg_scale, seed=args.seed,
         publish_predicted_video=not args.no_video, call_timeout_s=args.call_timeout)
     options = EvalOptions(prompt=args.prompt, execute_steps=args.execute_steps, namespace=args.namespace,
-                          camera_topics=_topic_map(args.camera_topic), frame_mode=args.frame_mode,
+                          camera_topics=parse_pairs(args.camera_topic, "=", "--camera-topic", "camera_key=topic"), frame_mode=args.frame_mode,
                           camera_timeout_s=args.camera_timeout, frame_tolerance_s=args.frame_tolerance,
                           state_tolerance_s=args.state_tolerance, max_chunks=args.max_chunks,
                           progress=not args.quiet)

@@ -25,6 +25,7 @@ from rosgraph_msgs.msg import Clock
 from dreamzero_policy.bags.bag_types import message_class, qos_from_bag
 from dreamzero_policy.bags.record import absolute_topic
 from dreamzero_policy.conversions import ns_to_stamp
+from dreamzero_policy.params import parse_pairs
 from dreamzero_policy.qos import reliable_qos
 
 CLOCK_TOPIC = "/clock"
@@ -46,14 +47,9 @@ class ReplayOptions:
 
 
 def parse_remaps(entries: list[str]) -> dict[str, str]:
-    """``['/a:=/b', ...]`` -> {'/a': '/b'}; raises ValueError naming a malformed entry."""
-    remap = {}
-    for entry in entries:
-        source, sep, target = entry.partition(":=")
-        if not sep or not source or not target:
-            raise ValueError(f"remap {entry!r} must look like /recorded/topic:=/new/topic")
-        remap[absolute_topic(source)] = absolute_topic(target)
-    return remap
+    """``['/a:=/b', ...]`` -> {'/a': '/b'} (absolute names); raises ValueError naming a malformed entry."""
+    pairs = parse_pairs(entries, ":=", "remap", "/recorded/topic:=/new/topic")
+    return {absolute_topic(source): absolute_topic(target) for source, target in pairs.items()}
 
 
 class BagPlayer:

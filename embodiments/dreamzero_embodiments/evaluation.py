@@ -25,28 +25,29 @@ def step_times_ns(t_obs_ns: int, horizon: int, dt_s: float) -> np.ndarray:
     return t_obs_ns + np.round(np.arange(horizon) * dt_s * 1e9).astype(np.int64)
 
 
-def _checked(stamps_ns: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _prepare(times_ns: np.ndarray, stamps_ns: np.ndarray, values: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked (times, stamps, values), the all-NaN output and the mask of times inside the recording."""
     stamps = np.asarray(stamps_ns, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or len(values) != len(stamps):
         raise ValueError(f"values must be [N, D] with N = {len(stamps)} stamps, got shape {values.shape}")
     if len(stamps) > 1 and np.any(np.diff(stamps) < 0):
         raise ValueError("stamps must be in non-decreasing order")
-    return stamps, values
+    times = np.asarray(times_ns, dtype=np.int64)
+    out = np.full((len(times), values.shape[1]), np.nan)
+    inside = (times >= stamps[0]) & (times <= stamps[-1]) if len(stamps) else np.zeros(len(times), dtype=bool)
+    return times, stamps, values, out, inside
 
 
 def interpolate(times_ns: np.ndarray, stamps_ns: np.ndarray, values: np.ndarray) -> np.ndarray:
     """float64[T, D]: ``values`` (float64[N, D] at ``stamps_ns``) linearly interpolated at ``times_ns``;
     NaN outside [first stamp, last stamp] and where a neighbouring sample is NaN."""
-    stamps, values = _checked(stamps_ns, values)
-    times = np.asarray(times_ns, dtype=np.int64)
-    out = np.full((len(times), values.shape[1]), np.nan)
-    if len(stamps) == 0:
+    times, stamps, values, out, inside = _prepare(times_ns, stamps_ns, values)
+    if not inside.any():
         return out
-    inside = (times >= stamps[0]) & (times <= stamps[-1])
-    upper = np.clip(np.searchsorted(stamps, times[inside], side="left"), 0, len(stamps) - 1)
-    lower = np.clip(upper - 1, 0, len(stamps) - 1)
-    lower = np.where(stamps[upper] == times[inside], upper, lower)
+    upper = np.searchsorted(stamps, times[inside], side="left")
+    lower = np.where(stamps[upper] == times[inside], upper, upper - 1)
     span = (stamps[upper] - stamps[lower]).astype(np.float64)
     weight = np.divide((times[inside] - stamps[lower]).astype(np.float64), span, out=np.zeros_like(span),
                        where=span > 0)[:, None]
@@ -57,12 +58,7 @@ def interpolate(times_ns: np.ndarray, stamps_ns: np.ndarray, values: np.ndarray)
 def hold(times_ns: np.ndarray, stamps_ns: np.ndarray, values: np.ndarray) -> np.ndarray:
     """float64[T, D]: the last row of ``values`` stamped at or before each time; NaN before the first
     stamp and after the last (the recording says nothing there)."""
-    stamps, values = _checked(stamps_ns, values)
-    times = np.asarray(times_ns, dtype=np.int64)
-    out = np.full((len(times), values.shape[1]), np.nan)
-    if len(stamps) == 0:
-        return out
-    inside = (times >= stamps[0]) & (times <= stamps[-1])
+    times, stamps, values, out, inside = _prepare(times_ns, stamps_ns, values)
     out[inside] = values[np.searchsorted(stamps, times[inside], side="right") - 1]
     return out
 

@@ -213,3 +213,14 @@ def test_a_recorded_replay_evaluates_like_the_original(ros_context, sqlite_bag, 
     np.testing.assert_array_equal(replayed.t_obs_ns, original.t_obs_ns)
     np.testing.assert_array_equal(replayed.predicted, original.predicted)
     np.testing.assert_array_equal(replayed.state_reference, original.state_reference)
+
+
+def test_policy_settings_without_a_node_are_checked_like_node_parameters() -> None:
+    from dreamzero_policy.params import PolicySettings
+
+    settings = PolicySettings.from_values(checkpoint="/ckpt", num_inference_steps=4)
+    assert (settings.checkpoint, settings.num_inference_steps, settings.solver) == ("/ckpt", 4, "unipc")
+    with pytest.raises(ValueError, match="num_inference_steps=0 is outside"):
+        PolicySettings.from_values(num_inference_steps=0)
+    with pytest.raises(ValueError, match=r"unknown policy parameters \['steps'\]"):
+        PolicySettings.from_values(steps=4)
