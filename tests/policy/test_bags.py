@@ -1,6 +1,6 @@
 """Bags: offline evaluation on a bag written with rosbags (sqlite3, best-effort cameras, a compressed
-wrist camera), replay timing / clock / remap / offset / loop, and record of a replay (MCAP) that
-evaluates exactly as the original. The round trip from the simulation is in test_bags_sim.py."""
+wrist camera), replay timing / clock / remap / offset / loop, record of a replay (MCAP) that evaluates exactly as
+the original, and a recorded custom type readable from the bag alone. The round trip from the simulation is in test_bags_sim.py."""
 from __future__ import annotations
 
 import threading
@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 
+from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.bags.bag_types import (BagTypeError, message_class, qos_from_bag, qos_to_bag,
                                              subscription_qos, typestore_for)
 from dreamzero_policy.bags.evaluation import EvalError, EvalOptions, evaluate_bag
@@ -21,6 +23,7 @@ from dreamzero_policy.bags.record import BagRecorder
 from dreamzero_policy.bags.replay import BagPlayer, ReplayOptions, parse_remaps
 from dreamzero_policy.bags.report import VIDEO_NAME, write_report
 from dreamzero_policy.conversions import stamp_to_ns
+from dreamzero_policy.params import PolicySettings
 from dreamzero_policy.qos import camera_qos, reliable_qos
 from dreamzero_policy.video import Mp4Writer
 from ros_testing import MessageCollector, spinning, wait_until
@@ -189,12 +192,10 @@ def test_a_recorded_replay_evaluates_like_the_original(ros_context, sqlite_bag, 
     path, counts = sqlite_bag
     node = Node(f"player_{unique_name}")
     recorder = BagRecorder(tmp_path / "rerecorded", list(counts), storage="mcap")
-    player = BagPlayer(path, ReplayOptions(rate=2.0), node)
+    player = BagPlayer(path, ReplayOptions(rate=2.0, wait_for_subscribers_s=10.0, delay_s=0.2), node)
     try:
         with spinning([recorder]):
             wait_until(lambda: len(recorder.topics) == len(counts), 10.0, "the recorder on every topic")
-            wait_until(lambda: all(p.get_subscription_count() > 0 for p in player._publishers.values()), 10.0,
-                       "the recorder subscribed")
             thread, _ = _play_in_background(player)
             thread.join(timeout=30.0)
             wait_until(lambda: dict(recorder.counts) == counts, 10.0, f"every message recorded (have "
@@ -216,11 +217,35 @@ def test_a_recorded_replay_evaluates_like_the_original(ros_context, sqlite_bag, 
 
 
 def test_policy_settings_without_a_node_are_checked_like_node_parameters() -> None:
-    from dreamzero_policy.params import PolicySettings
-
     settings = PolicySettings.from_values(checkpoint="/ckpt", num_inference_steps=4)
     assert (settings.checkpoint, settings.num_inference_steps, settings.solver) == ("/ckpt", 4, "unipc")
     with pytest.raises(ValueError, match="num_inference_steps=0 is outside"):
         PolicySettings.from_values(num_inference_steps=0)
     with pytest.raises(ValueError, match=r"unknown policy parameters \['steps'\]"):
         PolicySettings.from_values(steps=4)
+
+
+def test_recording_everything_keeps_custom_types_readable_without_ros(ros_context, tmp_path, unique_name) -> None:
+    topic = f"/{unique_name}/action_chunk"
+    talker = Node(f"talker_{unique_name}")
+    publisher = talker.create_publisher(ActionChunk, topic, reliable_qos())
+    recorder = BagRecorder(tmp_path / "all", [], storage="mcap")  # no topics: everything
+    try:
+        with spinning([recorder]):
+            wait_until(lambda: topic in recorder.topics, 10.0, "the recorder discovering the chunk topic")
+            wait_until(lambda: publisher.get_subscription_count() > 0, 10.0, "the recorder subscribed")
+            for chunk_id in range(3):
+                publisher.publish(ActionChunk(embodiment="droid", chunk_id=chunk_id, names=["a", "b"],
+                                              relative=[True, False], anchor=[0.5, 0.0], horizon=1, dt=0.1,
+                                              values=[0.25, -1.5], latency=0.2))
+            wait_until(lambda: recorder.counts[topic] == 3, 10.0, "three chunks recorded")
+        assert "/rosout" not in recorder.topics and "/parameter_events" not in recorder.topics
+    finally:
+        recorder.destroy_node()
+        talker.destroy_node()
+    with AnyReader([tmp_path / "all"]) as reader:  # a ROS-free reader, types from the bag alone
+        connections = [c for c in reader.connections if c.topic == topic]
+        chunks = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections)]
+    assert [c.chunk_id for c in chunks] == [0, 1, 2]
+    assert list(chunks[2].relative) == [True, False] and list(chunks[2].values) == [0.25, -1.5]
+    assert chunks[0].names == ["a", "b"] and chunks[0].latency == pytest.approx(0.2)
