@@ -50,16 +50,17 @@ def _header(typestore, t_ns: int, frame_id: str):
     return typestore.types["std_msgs/msg/Header"](stamp=_stamp(typestore, t_ns), frame_id=frame_id)
 
 
-def _image(index: int) -> np.ndarray:
+def _image(index: int, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
     """A frame whose content changes with time: a bright column moving across a gradient."""
-    height, width = IMAGE_SIZE
+    height, width = size
     rgb = np.zeros((height, width, 3), dtype=np.uint8)
     rgb[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
     rgb[:, (index * 4) % width, :] = 255
     return rgb
 
 
-def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3") -> dict[str, int]:
+def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3",
+                    image_size: tuple[int, int] = IMAGE_SIZE) -> dict[str, int]:
     """Write the bag (see module docstring); returns the message count per topic."""
     import cv2
 
@@ -72,7 +73,7 @@ def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3") -> 
         t_ns = START_NS + round(i * 1e9 / CAMERA_HZ)
         for camera in SPEC.cameras:
             header = _header(typestore, t_ns, camera.key)
-            rgb = _image(i)
+            rgb = _image(i, image_size)
             if camera.key == "wrist_image_left":
                 ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 msg = types["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg",
