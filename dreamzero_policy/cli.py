@@ -124,11 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bag_command(name: str):
-    """The runner ``name`` of :mod:`dreamzero_policy.bags.commands`, imported when called."""
+    """The runner ``name`` of :mod:`dreamzero_policy.bags.commands`, imported when called. A bad bag,
+    option or path ends with one line naming the cause and exit status 2, not a traceback."""
     def run(args: argparse.Namespace) -> int:
+        from rosbags.rosbag2 import ReaderError, WriterError
+
         from dreamzero_policy.bags import commands
 
-        return getattr(commands, name)(args)
+        try:
+            return getattr(commands, name)(args)
+        except (ValueError, LookupError, OSError, ReaderError, WriterError) as error:
+            print(f"dreamzero {args.command}: {error}", file=sys.stderr)
+            return 2
     return run
 
 

@@ -13,7 +13,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from dreamzero_embodiments.spec import load_embodiment
-from dreamzero_policy.bags.evaluation import EvalOptions, evaluate_bag
+from dreamzero_policy.bags.evaluation import EvalOptions, check_bag, evaluate_bag
 from dreamzero_policy.bags.record import BagRecorder
 from dreamzero_policy.bags.replay import BagPlayer, ReplayOptions, parse_remaps
 from dreamzero_policy.bags.report import VIDEO_NAME, write_report
@@ -79,6 +79,7 @@ def run_eval_bag(args: argparse.Namespace) -> int:
                           camera_timeout_s=args.camera_timeout, frame_tolerance_s=args.frame_tolerance,
                           state_tolerance_s=args.state_tolerance, max_chunks=args.max_chunks,
                           progress=not args.quiet)
+    check_bag(bag, spec, options)  # before the model loads
     folder = Path(args.output) / f"{bag.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     fps = 1.0 / (spec.timing.frame_stride * spec.timing.dt)

@@ -328,12 +328,25 @@ class _Run:
                           topics=recorded.topics)
 
 
+def _checked_topics(reader: Reader, spec: EmbodimentSpec, options: EvalOptions) -> BagTopics:
+    if not 0 <= options.execute_steps <= spec.timing.horizon:
+        raise EvalError(f"execute_steps must be in 0..{spec.timing.horizon} (0: the horizon), got {options.execute_steps}")
+    return find_topics({c.topic: c.msgtype for c in reader.connections}, spec, options)
+
+
+def check_bag(path: Path, spec: EmbodimentSpec, options: EvalOptions) -> BagTopics:
+    """What :func:`evaluate_bag` will read, or the EvalError it would raise; cheap (metadata only), so a
+    command can refuse a bag before it loads a model."""
+    with Reader(path) as reader:
+        return _checked_topics(reader, spec, options)
+
+
 def evaluate_bag(path: Path, spec: EmbodimentSpec, backend: PolicyBackend, options: EvalOptions,
                  video: Mp4Writer | None = None) -> EvalResult:
     """Run ``backend`` over the bag at ``path`` (see module docstring); raises EvalError on a bag that
     lacks the embodiment's topics, and whatever the backend raises."""
     with Reader(path) as reader:
-        topics = find_topics({c.topic: c.msgtype for c in reader.connections}, spec, options)
+        topics = _checked_topics(reader, spec, options)
         cameras = [c for c in reader.connections if c.topic in set(topics.cameras.values())]
         robot = [c for c in reader.connections if c.topic in {topics.joint_states, *topics.commands.values()}]
         recorded = _Recorded(spec, topics)

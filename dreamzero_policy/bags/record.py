@@ -105,11 +105,11 @@ class BagRecorder(Node):
     """Records ``topics`` (absolute or relative to ``/``; empty: every topic) into a new bag at ``path``."""
 
     def __init__(self, path: Path, topics: list[str], storage: str = "mcap", **kwargs) -> None:
-        super().__init__("dreamzero_recorder", **kwargs)
         if storage not in STORAGES:
             raise ValueError(f"storage {storage!r} is not one of {sorted(STORAGES)}")
         if path.exists():
             raise FileExistsError(f"bag {path} already exists; choose a new output path")
+        super().__init__("dreamzero_recorder", **kwargs)
         self.path = path
         self.wanted = {absolute_topic(t) for t in topics}
         self._recorded: dict[str, object] = {}

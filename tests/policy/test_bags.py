@@ -3,8 +3,11 @@ wrist camera), replay timing / clock / remap / offset / loop, record of a replay
 the original, and a recorded custom type readable from the bag alone. The round trip from the simulation is in test_bags_sim.py."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +252,21 @@ def test_recording_everything_keeps_custom_types_readable_without_ros(ros_contex
     assert [c.chunk_id for c in chunks] == [0, 1, 2]
     assert list(chunks[2].relative) == [True, False] and list(chunks[2].values) == [0.25, -1.5]
     assert chunks[0].names == ["a", "b"] and chunks[0].latency == pytest.approx(0.2)
+
+
+def test_bag_commands_name_the_cause_and_exit_2(sqlite_bag, tmp_path) -> None:
+    dreamzero = str(Path(sys.executable).parent / "dreamzero")
+    path, _ = sqlite_bag
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([dreamzero, *args], capture_output=True, text=True, timeout=120)
+
+    missing = run("eval-bag", str(path), "--output", str(tmp_path), "--quiet")
+    assert missing.returncode == 2 and "camera wrist_image_left: /cameras/wrist/image_raw is missing" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    steps = run("eval-bag", str(path), "--execute-steps", "30", "--output", str(tmp_path))
+    assert steps.returncode == 2 and "execute_steps must be in 0..24" in steps.stderr
+    nowhere = run("replay", str(tmp_path / "nowhere"))
+    assert nowhere.returncode == 2 and "does not exist" in nowhere.stderr
+    exists = run("record", "/joint_states", "-o", str(path), "--duration", "0.1")
+    assert exists.returncode == 2 and "already exists" in exists.stderr
