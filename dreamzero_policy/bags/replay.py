@@ -92,11 +92,6 @@ class BagPlayer:
             raise ValueError(f"topics {unknown} are not in the bag; it has {recorded}")
         return [c for c in self._reader.connections if c.topic in wanted]
 
-    @property
-    def duration_s(self) -> float:
-        """Bag time from the start offset to the last message."""
-        return (self._reader.end_time - self._start_ns) * 1e-9
-
     def stop(self) -> None:
         self._stop.set()
 
