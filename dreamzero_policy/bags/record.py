@@ -41,6 +41,19 @@ def absolute_topic(topic: str) -> str:
     return topic if topic.startswith("/") else f"/{topic}"
 
 
+def receive_stamp_ns(now_ns: int, wall_ns: int, received_ns: int, previous_ns: int | None) -> int:
+    """The bag stamp of a message the callback got at node-clock ``now_ns`` (system clock ``wall_ns``) and
+    the middleware received at system time ``received_ns``: ``now_ns`` less the wait in the queue. A wait
+    outside [0, :data:`MAX_QUEUE_WAIT_NS`] (no receive time, a clock step) counts as none. Stamps of one
+    topic strictly increase over ``previous_ns``: the two clocks are read a moment apart, and that jitter
+    must not reorder messages published back to back (a bag is read in stamp order)."""
+    waited_ns = wall_ns - received_ns
+    if not 0 <= waited_ns <= MAX_QUEUE_WAIT_NS:
+        waited_ns = 0
+    stamp_ns = now_ns - waited_ns
+    return stamp_ns if previous_ns is None else max(stamp_ns, previous_ns + 1)
+
+
 class BagWriterThread:
     """A rosbags Writer owned by one thread (sqlite3 objects may only be used by the thread that made
     them), fed through a queue so subscription callbacks only enqueue. Connections are added in order
@@ -114,6 +127,7 @@ class BagRecorder(Node):
         self.wanted = {absolute_topic(t) for t in topics}
         self._recorded: dict[str, object] = {}
         self._skipped: set[str] = set()
+        self._last_stamp_ns: dict[str, int] = {}
         self._writer = BagWriterThread(path, STORAGES[storage])
         self._discover()
         self.create_timer(DISCOVERY_PERIOD_S, self._discover)
@@ -157,12 +171,14 @@ class BagRecorder(Node):
         self.get_logger().warning(f"not recording {topic}: {why}")
 
     def _write(self, topic: str, raw: bytes, info: MessageInfo) -> None:
-        """Stamp with the node clock at reception: now, less the time the message waited for this callback
-        (the middleware's receive time), so a lagging executor does not bunch messages up."""
+        """Stamp with the node clock at reception (``receive_stamp_ns``), so a lagging executor does not
+        bunch messages up. The node's callbacks are mutually exclusive, so a topic's stamps are in order."""
         now_ns = self.get_clock().now().nanoseconds
         if now_ns > 0:  # 0: use_sim_time and no /clock yet
-            waited_ns = min(max(0, time.time_ns() - info["received_timestamp"]), MAX_QUEUE_WAIT_NS)
-            self._writer.write(topic, now_ns - waited_ns, raw)
+            stamp_ns = receive_stamp_ns(now_ns, time.time_ns(), info["received_timestamp"],
+                                        self._last_stamp_ns.get(topic))
+            self._last_stamp_ns[topic] = stamp_ns
+            self._writer.write(topic, stamp_ns, raw)
 
     def close(self) -> None:
         """Finish the bag (writes its metadata); later messages are dropped. Raises the writer's error, if any."""

@@ -22,7 +22,7 @@ from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.bags.bag_types import (BagTypeError, message_class, qos_from_bag, qos_to_bag,
                                              subscription_qos, typestore_for)
 from dreamzero_policy.bags.evaluation import EvalError, EvalOptions, evaluate_bag
-from dreamzero_policy.bags.record import BagRecorder
+from dreamzero_policy.bags.record import MAX_QUEUE_WAIT_NS, BagRecorder, receive_stamp_ns
 from dreamzero_policy.bags.replay import BagPlayer, ReplayOptions, parse_remaps
 from dreamzero_policy.bags.report import VIDEO_NAME, write_report
 from dreamzero_policy.conversions import stamp_to_ns
@@ -226,6 +226,19 @@ def test_policy_settings_without_a_node_are_checked_like_node_parameters() -> No
         PolicySettings.from_values(num_inference_steps=0)
     with pytest.raises(ValueError, match=r"unknown policy parameters \['steps'\]"):
         PolicySettings.from_values(steps=4)
+
+
+def test_receive_stamps_undo_queue_waits_and_never_reorder_a_topic() -> None:
+    ms, wall = 1_000_000, 1_800_000_000 * 10**9  # the system clock, some day in 2027
+    # waited 30 ms in the queue: stamped 30 ms before the callback, on the node clock
+    assert receive_stamp_ns(now_ns=5_000 * ms, wall_ns=wall, received_ns=wall - 30 * ms, previous_ns=None) == 4_970 * ms
+    # the clocks were read 2 ms apart for the second of two back-to-back messages: still after the first
+    first = receive_stamp_ns(now_ns=5_000 * ms, wall_ns=wall, received_ns=wall - 1 * ms, previous_ns=None)
+    second = receive_stamp_ns(now_ns=5_000 * ms, wall_ns=wall + 2 * ms, received_ns=wall - 1 * ms, previous_ns=first)
+    assert second == first + 1
+    # no receive time (0), one in the future or one older than the limit: stamped at the callback
+    for received_ns in (0, wall + 1 * ms, wall - MAX_QUEUE_WAIT_NS - 1):
+        assert receive_stamp_ns(now_ns=5_000 * ms, wall_ns=wall, received_ns=received_ns, previous_ns=None) == 5_000 * ms
 
 
 def test_recording_everything_keeps_custom_types_readable_without_ros(ros_context, tmp_path, unique_name) -> None:
