@@ -31,7 +31,7 @@ from dreamzero_policy.bags.bag_types import (BagTypeError, message_class, qos_to
                                              typestore_for)
 
 DISCOVERY_PERIOD_S = 0.5
-MAX_QUEUE_WAIT_NS = 10**9  # a receive time further back than this is not trusted (clock steps)
+MAX_QUEUE_WAIT_NS = 60 * 10**9  # a longer wait in the queue is taken as this long (a clock step, not a lag)
 NOT_RECORDED_WITH_ALL = ("/rosout", "/parameter_events")
 BAG_VERSION = 9  # rosbag2 metadata version of Jazzy/Kilted
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -43,13 +43,13 @@ def absolute_topic(topic: str) -> str:
 
 def receive_stamp_ns(now_ns: int, wall_ns: int, received_ns: int, previous_ns: int | None) -> int:
     """The bag stamp of a message the callback got at node-clock ``now_ns`` (system clock ``wall_ns``) and
-    the middleware received at system time ``received_ns``: ``now_ns`` less the wait in the queue. A wait
-    outside [0, :data:`MAX_QUEUE_WAIT_NS`] (no receive time, a clock step) counts as none. Stamps of one
-    topic strictly increase over ``previous_ns``: the two clocks are read a moment apart, and that jitter
-    must not reorder messages published back to back (a bag is read in stamp order)."""
-    waited_ns = wall_ns - received_ns
-    if not 0 <= waited_ns <= MAX_QUEUE_WAIT_NS:
-        waited_ns = 0
+    the middleware received at system time ``received_ns``: ``now_ns`` less the wait in the queue, which
+    is most of a second when the Python executor lags (measured: p95 0.56 s, max 0.89 s while replaying
+    in the same process), so it is trusted up to :data:`MAX_QUEUE_WAIT_NS`. No receive time (0) or
+    one in the future (a clock step) counts as no wait. Stamps of one topic strictly increase over
+    ``previous_ns``: the two clocks are read a moment apart, and that jitter must not reorder messages
+    published back to back (a bag is read in stamp order)."""
+    waited_ns = 0 if received_ns <= 0 else min(max(0, wall_ns - received_ns), MAX_QUEUE_WAIT_NS)
     stamp_ns = now_ns - waited_ns
     return stamp_ns if previous_ns is None else max(stamp_ns, previous_ns + 1)
 

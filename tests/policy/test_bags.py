@@ -236,8 +236,12 @@ def test_receive_stamps_undo_queue_waits_and_never_reorder_a_topic() -> None:
     first = receive_stamp_ns(now_ns=5_000 * ms, wall_ns=wall, received_ns=wall - 1 * ms, previous_ns=None)
     second = receive_stamp_ns(now_ns=5_000 * ms, wall_ns=wall + 2 * ms, received_ns=wall - 1 * ms, previous_ns=first)
     assert second == first + 1
-    # no receive time (0), one in the future or one older than the limit: stamped at the callback
-    for received_ns in (0, wall + 1 * ms, wall - MAX_QUEUE_WAIT_NS - 1):
+    # a lagging executor: a wait of seconds is undone too, up to the limit
+    assert receive_stamp_ns(now_ns=5_000 * ms, wall_ns=wall, received_ns=wall - 2_500 * ms, previous_ns=None) == 2_500 * ms
+    assert receive_stamp_ns(now_ns=10**12 * ms, wall_ns=wall, received_ns=wall - 10**6 * ms,
+                            previous_ns=None) == 10**12 * ms - MAX_QUEUE_WAIT_NS
+    # no receive time (0) or one in the future (a clock step): stamped at the callback
+    for received_ns in (0, wall + 1 * ms):
         assert receive_stamp_ns(now_ns=5_000 * ms, wall_ns=wall, received_ns=received_ns, previous_ns=None) == 5_000 * ms
 
 
