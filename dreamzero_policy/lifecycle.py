@@ -3,7 +3,7 @@
 :class:`ManagedNode` turns the transitions into three hooks: ``_setup()`` on configure (an exception
 is logged with its traceback, ``_teardown()`` runs and the node stays re-configurable), ``_teardown()``
 on cleanup, shutdown and a failed configure (it must tolerate partial state), and ``_set_active()`` on
-activate/deactivate. :func:`spin_node` is the ``main()`` of every node: init, a MultiThreadedExecutor,
+activate/deactivate. :func:`spin_node` is the ``main()`` of every node: init, an ``OrderlyExecutor``,
 Ctrl-C handled, the node torn down.
 """
 from __future__ import annotations
@@ -12,9 +12,11 @@ import traceback
 from collections.abc import Callable, Iterable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
+
+from dreamzero_policy.executor import OrderlyExecutor
 
 
 class ManagedNode(LifecycleNode):
@@ -63,10 +65,10 @@ class ManagedNode(LifecycleNode):
 
 
 def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
-    """Console-script body: spin the node on a MultiThreadedExecutor until Ctrl-C or shutdown."""
+    """Console-script body: spin the node on an OrderlyExecutor until Ctrl-C or shutdown."""
     with rclpy.init(args=args):
         node = make_node()
-        executor = MultiThreadedExecutor()
+        executor = OrderlyExecutor()
         executor.add_node(node)
         try:
             executor.spin()

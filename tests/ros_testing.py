@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+
+from dreamzero_policy.executor import OrderlyExecutor
 
 MessageT = TypeVar("MessageT")
 
@@ -27,9 +28,9 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_
 
 
 @contextmanager
-def spinning(nodes: Iterable[Node], threads: int = 2) -> Iterator[MultiThreadedExecutor]:
-    """Spin ``nodes`` on a MultiThreadedExecutor in a background thread for the ``with`` block."""
-    executor = MultiThreadedExecutor(num_threads=threads)
+def spinning(nodes: Iterable[Node], threads: int = 2) -> Iterator[OrderlyExecutor]:
+    """Spin ``nodes`` on an OrderlyExecutor in a background thread for the ``with`` block."""
+    executor = OrderlyExecutor(num_threads=threads)
     for node in nodes:
         executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True, name="test-executor")

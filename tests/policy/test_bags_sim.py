@@ -108,7 +108,9 @@ def test_record_replay_and_evaluate_a_simulated_run(ros_context, tmp_path) -> No
     assert f"report folder: {folder}" in result.stdout
     report = json.loads((folder / "report.json").read_text())
     assert report["chunks"] >= 3, report  # one per 1.6 s of the recording once every topic flows
-    assert set(report["blocked"]) <= {"no joint state within # s of t_obs", "stale camera"}, report["blocked"]
+    # queries may wait for data (the sim's renderer stalls on a loaded machine), never for bad data
+    timing = ("no joint state within # s of t_obs", "stale camera", "no frame within # ms of wanted stamp")
+    assert all(cause.endswith(timing) for cause in report["blocked"]), report["blocked"]
     assert report["topics"]["commands"] == {"arm": f"{namespace}/arm_controller/commands"}
     assert all(row["count"] > 0 and np.isfinite(row["mae"]) for row in report["errors_vs_joint_states"])
     assert all(row["count"] > 0 for row in report["errors_vs_commands"][:7])
