@@ -3,8 +3,8 @@
 For machines without launch_ros (this development machine, a laptop) and for the demo: the same
 nodes (policy_node, adapter_node, control_mux, optionally sim_droid) with the same parameter files
 (``launch/params/<embodiment>.yaml`` from the package share, or ``--params-file``), on one
-``OrderlyExecutor`` (a MultiThreadedExecutor that stops in order), with the lifecycle transitions (configure, activate) done here. The local
-model still runs in its own child process (``backends/process.py``).
+``OrderlyExecutor`` (a MultiThreadedExecutor that stops in order), with the lifecycle transitions
+(configure, activate) done here. The local model still runs in its own child process (``backends/process.py``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from dreamzero_policy.executor import OrderlyExecutor
+from dreamzero_policy.executor import OrderlyExecutor, spinning_in_background
 from dreamzero_policy.paths import share_dir
 
 
@@ -107,20 +107,15 @@ def activate(nodes: list[Node]) -> None:
 @contextmanager
 def running(options: GraphOptions, threads: int = 4) -> Iterator[tuple[list[Node], OrderlyExecutor]]:
     """The graph spinning in the background; shut down (lifecycle shutdown, nodes destroyed) on exit."""
-    import threading
-
     nodes = build_graph(options)
     executor = OrderlyExecutor(num_threads=threads)
     for node in nodes:
         executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True, name="bringup-executor")
-    thread.start()
     try:
-        activate(nodes)
-        yield nodes, executor
-    finally:  # stop spinning and let running callbacks end first, so none runs on an entity being destroyed
-        executor.shutdown(timeout_sec=5.0)
-        thread.join(timeout=10.0)
+        with spinning_in_background(executor, "bringup-executor"):
+            activate(nodes)
+            yield nodes, executor
+    finally:  # the executor has stopped and its callbacks have ended: none runs on an entity being destroyed
         for node in nodes:
             if isinstance(node, LifecycleNode):
                 node.trigger_shutdown()

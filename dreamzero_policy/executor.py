@@ -1,17 +1,21 @@
 """A MultiThreadedExecutor that stops in order, so callbacks running at shutdown end cleanly.
 
 rclpy's (Kilted) ``MultiThreadedExecutor.shutdown()`` destroys the executor's guard condition and only
-then drains its worker pool; a callback still running (an inference, a render) ends by triggering the
-destroyed guard and fails with ``InvalidHandle: cannot use Destroyable because destruction was
-requested``, printed as "exception was never retrieved" or raised in the spinning thread. A shutdown
-from another thread may also close the pool while ``spin`` is still handing it work (ros2/rclpy#1724).
+then drains its worker pool. A callback waiting for a worker thread at that moment (while others run an
+inference or a render) fails before it runs, with ``InvalidHandle: cannot use Destroyable because
+destruction was requested``, printed as "exception was never retrieved" or raised in the spinning
+thread: its message or timer tick is lost. A shutdown from another thread may also close the pool
+while ``spin`` is still handing it work (ros2/rclpy#1724).
 
 :class:`OrderlyExecutor` stops in three steps: ``spin`` returns (it spins until a stop future is
 done), the callbacks already handed to the worker threads finish, then rclpy's own shutdown runs.
+:func:`spinning_in_background` is the usual way to run one next to other work.
 """
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.task import Future
@@ -43,3 +47,17 @@ class OrderlyExecutor(MultiThreadedExecutor):
         if spin_returned:
             self._executor.shutdown(wait=True)  # rclpy's worker pool: no public way to drain it first
         return super().shutdown(timeout_sec, wait_for_threads=wait_for_threads) and spin_returned
+
+
+@contextmanager
+def spinning_in_background(executor: OrderlyExecutor, thread_name: str,
+                           timeout_s: float = 5.0) -> Iterator[OrderlyExecutor]:
+    """``executor`` spinning in a daemon thread for the ``with`` block, then shut down in order; the
+    caller destroys its nodes afterwards, when no callback can run any more."""
+    thread = threading.Thread(target=executor.spin, daemon=True, name=thread_name)
+    thread.start()
+    try:
+        yield executor
+    finally:
+        executor.shutdown(timeout_sec=timeout_s)
+        thread.join(timeout=timeout_s)

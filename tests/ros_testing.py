@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from dreamzero_policy.executor import OrderlyExecutor
+from dreamzero_policy.executor import OrderlyExecutor, spinning_in_background
 
 MessageT = TypeVar("MessageT")
 
@@ -33,13 +33,8 @@ def spinning(nodes: Iterable[Node], threads: int = 2) -> Iterator[OrderlyExecuto
     executor = OrderlyExecutor(num_threads=threads)
     for node in nodes:
         executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True, name="test-executor")
-    thread.start()
-    try:
+    with spinning_in_background(executor, "test-executor"):
         yield executor
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        thread.join(timeout=5.0)
 
 
 class MessageCollector(Generic[MessageT]):
