@@ -39,7 +39,7 @@ from dreamzero_embodiments.smoothing import SmoothingConfig, smooth_chunk
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_embodiments.watchdog import ChunkWatchdog
 from dreamzero_msgs.msg import ActionChunk
-from dreamzero_policy.conversions import joint_state_arrays, message_to_chunk, ns_to_stamp
+from dreamzero_policy.conversions import command_message, joint_state_arrays, message_to_chunk, ns_to_stamp
 from dreamzero_policy.diagnostics import OK, WARN, diagnostic_array
 from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import ADAPTER_NODE_PARAMS, declare, read
@@ -259,17 +259,11 @@ class AdapterNode(ManagedNode):
         for group in self._spec.controller_groups:
             values = command[self._group_index[group.name]]
             publisher = self._group_pubs[group.name]
-            if group.kind == "twist":
-                twist = Twist()
-                twist.linear.x, twist.angular.z = (float(v) for v in values[:2])
-                publisher.publish(twist)
-            elif trajectory_mode:
-                if self._hold_reason and self._hold_reason != self._published_hold:
-                    publisher.publish(self._trajectory(group.names, now_ns, [0], values[None]))
-            elif self._settings.stream_message == "joint_trajectory":
+            if group.kind == "twist" or not (trajectory_mode or self._settings.stream_message == "joint_trajectory"):
+                publisher.publish(command_message(group.kind, values))
+            elif not trajectory_mode or (self._hold_reason and self._hold_reason != self._published_hold):
+                # a single-point stream, or in trajectory mode the hold point (once per hold)
                 publisher.publish(self._trajectory(group.names, now_ns, [0], values[None]))
-            else:
-                publisher.publish(Float64MultiArray(data=values.tolist()))
         if trajectory_mode:
             self._published_hold = self._hold_reason
 

@@ -28,26 +28,12 @@ from dreamzero_embodiments.limits import RateLimiter, clamp_twist
 from dreamzero_embodiments.mux import ModeArbiter
 from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_embodiment
 from dreamzero_msgs.srv import SetControlMode
-from dreamzero_policy.conversions import joint_state_arrays
+from dreamzero_policy.conversions import command_message, command_values, joint_state_arrays
 from dreamzero_policy.diagnostics import OK, WARN, diagnostic_array
 from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import CONTROL_MUX_PARAMS, declare, read
 from dreamzero_policy.qos import latched_qos, reliable_qos
 from dreamzero_policy.robot_limits import LimitSettings, robot_limits
-
-
-def _values(message: Float64MultiArray | Twist) -> np.ndarray:
-    if isinstance(message, Twist):
-        return np.array([message.linear.x, message.angular.z])
-    return np.asarray(message.data, dtype=np.float64)
-
-
-def _message(group: ControllerGroup, values: np.ndarray) -> Float64MultiArray | Twist:
-    if group.kind == "twist":
-        twist = Twist()
-        twist.linear.x, twist.angular.z = (float(v) for v in values[:2])
-        return twist
-    return Float64MultiArray(data=values.tolist())
 
 
 class ControlMux(ManagedNode):
@@ -121,7 +107,7 @@ class ControlMux(ManagedNode):
         self._joint_state = (self.get_clock().now().nanoseconds, dict(zip(names, positions)))
 
     def _on_input(self, source: str, group: ControllerGroup, msg: Float64MultiArray | Twist) -> None:
-        values = _values(msg)
+        values = command_values(msg)
         if values.shape != (len(group.names),) or not np.all(np.isfinite(values)):
             self._dropped_inputs += 1
             self.get_logger().warning(f"dropped {source}/{group.name}: expected {len(group.names)} finite values, "
@@ -177,7 +163,7 @@ class ControlMux(ManagedNode):
                 target = decision.values if decision.values is not None else self._outputs[group.name]
                 command = self._limiters[group.name].step(target, period_s)[0]
             self._outputs[group.name] = command
-            self._group_pubs[group.name].publish(_message(group, command))
+            self._group_pubs[group.name].publish(command_message(group.kind, command))
 
     def _publish_mode(self) -> None:
         self._mode_pub.publish(String(data=self._arbiter.mode))

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Twist
 from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray
 
 from dreamzero_embodiments.images import (decode_compressed_image, decode_image, encode_compressed_image,
                                           encode_image)
@@ -76,6 +78,23 @@ class Chunk:
     values: np.ndarray
     dt: float
     latency: float
+
+
+def command_message(group_kind: str, values: np.ndarray) -> Float64MultiArray | Twist:
+    """A controller group's command: a Twist (linear x, yaw rate) for a ``twist`` group, else the
+    positions as a Float64MultiArray (embodiment YAML, controller_groups)."""
+    if group_kind == "twist":
+        twist = Twist()
+        twist.linear.x, twist.angular.z = (float(v) for v in values[:2])
+        return twist
+    return Float64MultiArray(data=values.tolist())
+
+
+def command_values(message: Float64MultiArray | Twist) -> np.ndarray:
+    """The values of a :func:`command_message`."""
+    if isinstance(message, Twist):
+        return np.array([message.linear.x, message.angular.z])
+    return np.asarray(message.data, dtype=np.float64)
 
 
 def chunk_to_message(chunk: Chunk) -> ActionChunk:
