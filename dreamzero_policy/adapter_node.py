@@ -12,7 +12,8 @@ clamps, dropped steps, blends, rejected chunks, hold reason. Parameters:
 Per chunk (all maths in ``dreamzero_embodiments``): relative + anchor -> absolute, unit maps -> ROS
 units, Savitzky-Golay smoothing with the executed history, then the time-indexed execution buffer
 (past steps dropped, cross-fade into the new chunk). Per tick at ``command_rate_hz``: the buffer's
-interpolated command for now, velocity/acceleration/position limits from the URDF, publish.
+interpolated command for now, velocity/acceleration/position limits from the URDF over the measured
+time since the previous tick, publish.
 
 Safe behaviour: a malformed or non-finite chunk is rejected whole; with nothing valid for now, an
 overdue chunk (watchdog), an e-stop or after deactivation the node holds the last command (joint
@@ -34,7 +35,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dreamzero_embodiments.actions import chunk_to_ros
 from dreamzero_embodiments.execution import ExecutionBuffer
-from dreamzero_embodiments.limits import JointLimitSet, RateLimiter
+from dreamzero_embodiments.limits import JointLimitSet, RateLimiter, tick_interval_s
 from dreamzero_embodiments.smoothing import SmoothingConfig, smooth_chunk
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_embodiments.watchdog import ChunkWatchdog
@@ -96,6 +97,7 @@ class AdapterNode(ManagedNode):
         self._active = False
         self._estop = False
         self._command: np.ndarray | None = None
+        self._last_tick_ns: int | None = None
         self._joint_state: tuple[int, dict[str, float]] | None = None
         self._hold_reason = "no chunk yet"
         self._published_hold: str | None = None  # trajectory mode: the hold already sent as a trajectory
@@ -147,7 +149,7 @@ class AdapterNode(ManagedNode):
         if self._diagnostics_pub is not None:
             self.destroy_publisher(self._diagnostics_pub)
         self._entities, self._group_pubs, self._diagnostics_pub = [], {}, None
-        self._command = self._limiter = None
+        self._command = self._limiter = self._last_tick_ns = None
 
     # ---------------------------------------------------------------- callbacks
     def _on_joint_state(self, msg: JointState) -> None:
@@ -228,6 +230,8 @@ class AdapterNode(ManagedNode):
         if not self._active:
             return
         now_ns = self.get_clock().now().nanoseconds
+        dt_s = tick_interval_s(self._last_tick_ns, now_ns, 1.0 / self._settings.command_rate_hz)
+        self._last_tick_ns = now_ns
         target = self._target(now_ns)
         if self._limiter is None:
             if target is None:
@@ -245,7 +249,7 @@ class AdapterNode(ManagedNode):
         if target is None:  # hold: the last command for joints, zero velocity for the base
             target = np.where(self._twist_mask, 0.0, self._command)
         try:
-            command, limited = self._limiter.step(target, 1.0 / self._settings.command_rate_hz)
+            command, limited = self._limiter.step(target, dt_s)
         except ValueError as error:  # non-finite target: hold
             self._hold_reason = f"refused target: {error}"
             command, limited = self._command, np.zeros_like(target, dtype=bool)

@@ -12,7 +12,10 @@ teleop -> policy resets the policy session (``policy_reset_service``), waits for
 command and blends from where each group was over ``blend_time_s``; policy -> teleop is immediate,
 and automatic on a teleop command when ``auto_override`` is true. Everything forwarded passes the
 robot's position, velocity and acceleration limits (URDF); hold repeats the last output for joints
-and sends zero velocity to a base. Nothing is published for a group before its first command.
+and sends zero velocity to a base. Rate limits use the measured time since the previous tick
+(``limits.tick_interval_s``), so a late tick is neither slowed down nor allowed a stall's worth of
+motion, and a command never passes its target. Nothing is published for a group before its first
+command.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from dreamzero_embodiments.limits import RateLimiter, clamp_twist
+from dreamzero_embodiments.limits import RateLimiter, clamp_twist, tick_interval_s
 from dreamzero_embodiments.mux import ModeArbiter
 from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_embodiment
 from dreamzero_msgs.srv import SetControlMode
@@ -52,6 +55,7 @@ class ControlMux(ManagedNode):
         self._mode_pub = self._diagnostics_pub = self._reset_client = None
         self._entities: list = []
         self._joint_state: tuple[int, dict[str, float]] | None = None
+        self._last_tick_ns: int | None = None
         self._active = False
         self._reasons: dict[str, str] = {}
         self._dropped_inputs = 0
@@ -96,6 +100,7 @@ class ControlMux(ManagedNode):
         if self._reset_client is not None:
             self.destroy_client(self._reset_client)
         self._entities, self._group_pubs, self._limiters, self._outputs = [], {}, {}, {}
+        self._last_tick_ns = None
         self._mode_pub = self._diagnostics_pub = self._reset_client = None
 
     # ---------------------------------------------------------------- callbacks
@@ -145,7 +150,8 @@ class ControlMux(ManagedNode):
         if not self._active:
             return
         now_ns = self.get_clock().now().nanoseconds
-        period_s = 1.0 / self._values["command_rate_hz"]
+        dt_s = tick_interval_s(self._last_tick_ns, now_ns, 1.0 / self._values["command_rate_hz"])
+        self._last_tick_ns = now_ns
         for group in self._spec.controller_groups:
             decision = self._arbiter.decide(group.name, now_ns)
             self._reasons[group.name] = decision.reason
@@ -161,7 +167,7 @@ class ControlMux(ManagedNode):
                 command = clamp_twist(target, limits)[0]
             else:
                 target = decision.values if decision.values is not None else self._outputs[group.name]
-                command = self._limiters[group.name].step(target, period_s)[0]
+                command = self._limiters[group.name].step(target, dt_s)[0]
             self._outputs[group.name] = command
             self._group_pubs[group.name].publish(command_message(group.kind, command))
 

@@ -1,12 +1,11 @@
-"""Helpers for rclpy tests: spin nodes in a background executor, collect messages, wait with timeouts.
+"""Helpers for rclpy tests: spin nodes in a background executor, collect messages, wait for conditions.
 
-Tests stay deterministic by waiting for a condition with a deadline, never by sleeping a fixed time.
+Tests stay deterministic by waiting for a condition (:mod:`waiting`), never by sleeping a fixed time.
 """
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -14,17 +13,11 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from dreamzero_policy.executor import OrderlyExecutor, spinning_in_background
+from waiting import PATIENCE_S, wait_until
+
+__all__ = ["PATIENCE_S", "MessageCollector", "message_fields", "spinning", "wait_until"]
 
 MessageT = TypeVar("MessageT")
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.01) -> None:
-    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.1f} s waiting for {what}")
-        time.sleep(poll_s)
 
 
 @contextmanager
@@ -38,26 +31,35 @@ def spinning(nodes: Iterable[Node], threads: int = 2) -> Iterator[OrderlyExecuto
 
 
 class MessageCollector(Generic[MessageT]):
-    """Subscribe to a topic and keep every message received, thread-safely."""
+    """Subscribe to a topic and keep every message received, and when (``node``'s clock), thread-safely."""
 
     def __init__(self, node: Node, msg_type: type[MessageT], topic: str, qos: QoSProfile | int = 10) -> None:
         self._lock = threading.Lock()
+        self._clock = node.get_clock()
         self._messages: list[MessageT] = []
+        self._arrivals_ns: list[int] = []
         self.subscription = node.create_subscription(msg_type, topic, self._store, qos)
 
     def _store(self, message: MessageT) -> None:
         with self._lock:
             self._messages.append(message)
+            self._arrivals_ns.append(self._clock.now().nanoseconds)
 
     @property
     def messages(self) -> list[MessageT]:
         with self._lock:
             return list(self._messages)
 
-    def wait_for(self, count: int, timeout_s: float) -> list[MessageT]:
+    @property
+    def arrivals_ns(self) -> list[int]:
+        """When each message of :attr:`messages` was received (ns, the node's clock)."""
+        with self._lock:
+            return list(self._arrivals_ns)
+
+    def wait_for(self, count: int, timeout_s: float = PATIENCE_S) -> list[MessageT]:
         """Block until at least ``count`` messages arrived; return them all."""
-        wait_until(lambda: len(self.messages) >= count, timeout_s,
-                   f"{count} message(s) on {self.subscription.topic_name}")
+        wait_until(lambda: len(self.messages) >= count, f"{count} message(s) on {self.subscription.topic_name}",
+                   timeout_s)
         return self.messages
 
 

@@ -12,7 +12,11 @@ workspace or collision limits anywhere"), so the adapter enforces them here:
 * :class:`RateLimiter`: one command per tick from the previous command towards a target, within
   max velocity and max acceleration, then clamped to the position limits. Guarantees for position
   dimensions: every command lies in [lower, upper]; consecutive commands differ by at most
-  ``max_velocity * dt``. A non-finite target is refused (``ValueError``) and the caller holds.
+  ``max_velocity * dt``; a command never passes its target (it lies between the previous command
+  and the target). A non-finite target is refused (``ValueError``) and the caller holds.
+* :func:`tick_interval_s`: the ``dt_s`` for the limiter from the measured time since the last
+  command, so a late tick is not limited as if it came on time, capped so a stall never licenses
+  a larger step than a few periods of motion.
 * Twist dimensions (a base velocity, ``controller_groups`` kind ``twist``) are velocities, not
   positions: nothing is integrated. :func:`clamp_twist` and the limiter clip them to [lower, upper]
   (the commanded velocity range) and nothing else; ``max_velocity``/``max_acceleration`` are unused
@@ -38,6 +42,9 @@ if TYPE_CHECKING:  # annotation only: importing robot_description would pull in 
 # Relative tolerance under which a limited command that lands on its target is snapped onto it: the
 # round-off of q + (target - q) / dt * dt (float64 epsilon scale), far below any encoder resolution.
 _SNAP_RTOL = 1e-12
+# A tick later than this many nominal periods is limited as if it were this late: after a stall the
+# command catches up over several ticks instead of jumping by what the whole stall would allow.
+MAX_TICK_PERIODS = 4.0
 
 
 class LimitsError(ValueError):
@@ -235,8 +242,12 @@ class RateLimiter:
        distance can still be braked in discrete steps. A target that moves within the limits is
        therefore followed exactly, and a jump is approached without overshoot.
     3. That velocity is clipped to [v_prev - a dt, v_prev + a dt] and to [-v_max, v_max].
-    4. The command q_prev + v dt is clipped to [lower, upper] again (this only moves it back towards
-       q_prev, so the velocity bound still holds).
+    4. The command q_prev + v dt is clipped to [lower, upper] again, and to the interval between
+       q_prev and the target: a command never passes its target. Both only move it back towards
+       q_prev, so the velocity bound still holds. Where braking within the acceleration limit
+       cannot stop at the target (a target that stops or reverses suddenly, or a tick later than
+       the one the braking speed was computed for), stopping at the target wins over the
+       acceleration limit.
 
     Twist dimensions are clipped to [lower, upper] only. ``limited`` is True where the command
     differs from the unclipped target.
@@ -298,8 +309,27 @@ class RateLimiter:
             command = self._command + velocity * dt_s
         command = np.where(np.isfinite(command), command, self._command)
         on_goal = np.abs(command - goal) <= _SNAP_RTOL * np.maximum(1.0, np.abs(goal))
-        command = np.clip(np.where(on_goal, goal, command), lim.lower, lim.upper)
+        command = np.where(on_goal, goal, command)
+        command = np.clip(command, np.minimum(self._command, goal), np.maximum(self._command, goal))  # no overshoot
+        command = np.clip(command, lim.lower, lim.upper)
         command = np.where(lim.twist, goal, command)  # velocities: clipped only
         self._velocity = np.where(lim.twist, 0.0, (command - self._command) / dt_s)
         self._command, self._target = command, goal
         return command.copy(), command != target
+
+
+def tick_interval_s(previous_ns: int | None, now_ns: int, period_s: float) -> float:
+    """Seconds to limit the command of the tick at ``now_ns`` over (see module docstring).
+
+    Args:
+        previous_ns: when the previous command was made (same clock), or None for the first one.
+        now_ns: now.
+        period_s: the nominal tick period, > 0.
+
+    Returns:
+        ``now - previous`` in seconds, at most ``MAX_TICK_PERIODS * period_s``; ``period_s`` for the
+        first tick or when the clock did not advance (a simulated clock that was reset or paused).
+    """
+    if previous_ns is None or now_ns <= previous_ns:
+        return period_s
+    return min((now_ns - previous_ns) * 1e-9, MAX_TICK_PERIODS * period_s)

@@ -14,10 +14,12 @@ import pytest
 from dreamzero_embodiments.limits import (
     JointLimitSet,
     LimitsError,
+    MAX_TICK_PERIODS,
     RateLimiter,
     clamp_positions,
     clamp_twist,
     limits_from_urdf,
+    tick_interval_s,
 )
 from dreamzero_embodiments.robot_description import load_joint_limits
 from dreamzero_embodiments.spec import load_embodiment
@@ -141,6 +143,43 @@ def test_a_feasible_moving_target_is_followed_exactly_once_caught_up() -> None:
     commands, limited = _run(limiter, targets)
     np.testing.assert_array_equal(commands[50:], targets[50:])
     assert not limited[50:].any()
+
+
+@pytest.mark.parametrize("irregular", [False, True])
+def test_a_target_that_stops_is_never_passed_on_regular_or_irregular_ticks(irregular: bool) -> None:
+    """A target ramping at the velocity limit stops dead (an adapter hold, the end of a blend): the
+    command catches up and stops on it. Braking within the acceleration limit alone would carry it
+    past (0.009 rad on regular ticks, up to 0.067 rad with ticks of varying length)."""
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        limiter = RateLimiter(_one(velocity=1.0, accel=10.0), initial=np.zeros(1))
+        dts = rng.uniform(0.2, 3.0, 200) * DT if irregular else np.full(200, DT)
+        stop = 0.3 + 0.02 * trial
+        elapsed, commands, targets = 0.0, [], []
+        for dt in dts:
+            elapsed += dt
+            target = min(elapsed * 0.9, stop)
+            commands.append(limiter.step(np.array([target]), dt)[0][0])
+            targets.append(target)
+        assert max(commands) <= stop, (trial, max(commands) - stop)
+        assert np.all(np.array(commands) <= np.array(targets) + 1e-12)
+        assert commands[-1] == stop
+
+
+def test_a_target_that_reverses_is_not_passed_either() -> None:
+    limiter = RateLimiter(_one(velocity=1.0, accel=10.0), initial=np.zeros(1))
+    _run(limiter, np.linspace(0.0, 0.5, 60)[:, None])
+    commands, _ = _run(limiter, np.full((50, 1), 0.2))
+    assert commands.max() <= 0.5 and np.all(np.diff(commands[:, 0]) <= 0)  # turns back, never further away
+
+
+def test_tick_interval_is_the_measured_time_capped_after_a_stall() -> None:
+    period = 0.05
+    assert tick_interval_s(None, 10**9, period) == period  # first tick
+    assert tick_interval_s(10**9, 10**9 + 73_000_000, period) == pytest.approx(0.073)  # a late tick
+    assert tick_interval_s(10**9, 10**9 + 10**9, period) == MAX_TICK_PERIODS * period  # a stall
+    assert tick_interval_s(10**9, 10**9, period) == period  # a clock that did not advance
+    assert tick_interval_s(2 * 10**9, 10**9, period) == period  # a clock that jumped back
 
 
 def test_commands_stay_inside_position_limits_even_for_targets_outside(droid: JointLimitSet) -> None:

@@ -20,7 +20,7 @@ from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.adapter_node import AdapterNode
 from dreamzero_policy.conversions import Chunk, chunk_to_message, ns_to_stamp
 from dreamzero_policy.qos import reliable_qos
-from ros_testing import MessageCollector, spinning, wait_until
+from ros_testing import PATIENCE_S, MessageCollector, spinning, wait_until
 
 DELTA = 0.005  # relative step of every relative dimension (model units): small enough for the slowest joint
 
@@ -122,8 +122,8 @@ def test_chunk_becomes_commands_on_every_group_topic_with_joint_names(ros_contex
         _publish_joint_states(driver, spec, home)
         outputs = _collectors(driver, spec, JointTrajectory)
         chunks = driver.create_publisher(ActionChunk, "policy_node/action_chunk", reliable_qos())
-        wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, 10.0, "adapter subscription")
-        wait_until(lambda: node._joint_state is not None, 10.0, "joint states at the adapter")
+        wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, "adapter subscription")
+        wait_until(lambda: node._joint_state is not None, "joint states at the adapter")
         chunks.publish(_chunk(spec, home, driver.get_clock().now().nanoseconds, 1, DELTA))
 
         def reached(group, collector) -> bool:
@@ -135,7 +135,7 @@ def test_chunk_becomes_commands_on_every_group_topic_with_joint_names(ros_contex
                         and np.allclose(_values(messages[-1]), 0.0))
             return bool(messages) and np.allclose(_values(messages[-1]), target, atol=1e-6)
 
-        wait_until(lambda: all(reached(g, outputs[g.name]) for g in spec.controller_groups), 15.0,
+        wait_until(lambda: all(reached(g, outputs[g.name]) for g in spec.controller_groups),
                    "commands reaching the chunk's targets")
     for group in spec.controller_groups:
         last = outputs[group.name].messages[-1]
@@ -152,10 +152,10 @@ def test_float_arrays_carry_one_value_per_group_joint(ros_context, unique_name) 
         _publish_joint_states(driver, spec, home)
         outputs = _collectors(driver, spec, Float64MultiArray)
         chunks = driver.create_publisher(ActionChunk, "policy_node/action_chunk", reliable_qos())
-        wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, 10.0, "adapter subscription")
-        wait_until(lambda: node._joint_state is not None, 10.0, "joint states at the adapter")
+        wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, "adapter subscription")
+        wait_until(lambda: node._joint_state is not None, "joint states at the adapter")
         chunks.publish(_chunk(spec, home, driver.get_clock().now().nanoseconds, 1, DELTA))
-        outputs["arm"].wait_for(5, timeout_s=10.0)
+        outputs["arm"].wait_for(5)
     assert all(len(m.data) == 7 for m in outputs["arm"].messages)
     assert all(len(m.data) == 1 for m in outputs["gripper"].messages)
 
@@ -169,27 +169,27 @@ def test_estop_holds_through_new_chunks_until_cleared(ros_context, unique_name) 
         chunks = driver.create_publisher(ActionChunk, "policy_node/action_chunk", reliable_qos())
         estop = driver.create_publisher(Bool, "adapter_node/estop", reliable_qos())
         clear = driver.create_client(Trigger, "adapter_node/clear_estop")
-        wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, 10.0, "adapter subscription")
-        wait_until(lambda: node._joint_state is not None, 10.0, "joint states at the adapter")
+        wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, "adapter subscription")
+        wait_until(lambda: node._joint_state is not None, "joint states at the adapter")
         chunks.publish(_chunk(spec, home, driver.get_clock().now().nanoseconds, 1, DELTA))
         first_target = [home[n] + DELTA for n in spec.controller_groups[0].names]
         wait_until(lambda: outputs["arm"].messages and np.allclose(outputs["arm"].messages[-1].data, first_target,
-                                                                   atol=1e-6), 10.0, "first chunk executed")
+                                                                   atol=1e-6), "first chunk executed")
 
         estop.publish(Bool(data=True))
-        wait_until(lambda: node._estop, 5.0, "e-stop latched")
+        wait_until(lambda: node._estop, "e-stop latched")
         held = list(outputs["arm"].messages[-1].data)
         chunks.publish(_chunk(spec, home, driver.get_clock().now().nanoseconds, 2, -5 * DELTA))
         count = len(outputs["arm"].messages)
-        outputs["arm"].wait_for(count + 20, timeout_s=10.0)
+        outputs["arm"].wait_for(count + 20)
         assert all(np.allclose(m.data, held) for m in outputs["arm"].messages[count:]), "e-stop must hold"
 
-        assert clear.wait_for_service(timeout_sec=5.0)
+        assert clear.wait_for_service(timeout_sec=PATIENCE_S)
         future = clear.call_async(Trigger.Request())
-        wait_until(future.done, 5.0, "clear_estop reply")
+        wait_until(future.done, "clear_estop reply")
         chunks.publish(_chunk(spec, home, driver.get_clock().now().nanoseconds, 3, -DELTA))
         target = [home[n] - DELTA for n in spec.controller_groups[0].names]
-        wait_until(lambda: np.allclose(outputs["arm"].messages[-1].data, target, atol=1e-6), 10.0, "moving again")
+        wait_until(lambda: np.allclose(outputs["arm"].messages[-1].data, target, atol=1e-6), "moving again")
 
 
 def test_trajectory_mode_sends_the_remaining_chunk_for_a_trajectory_controller(ros_context, unique_name) -> None:
@@ -199,14 +199,14 @@ def test_trajectory_mode_sends_the_remaining_chunk_for_a_trajectory_controller(r
         _publish_joint_states(driver, spec, home)
         outputs = _collectors(driver, spec, JointTrajectory)
         chunks = driver.create_publisher(ActionChunk, "policy_node/action_chunk", reliable_qos())
-        wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, 10.0, "adapter subscription")
-        wait_until(lambda: node._joint_state is not None, 10.0, "joint states at the adapter")
+        wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, "adapter subscription")
+        wait_until(lambda: node._joint_state is not None, "joint states at the adapter")
         # the first chunk seeds the command; the second is sent whole as a trajectory
         for chunk_id in (1, 2):
             chunks.publish(_chunk(spec, home, driver.get_clock().now().nanoseconds, chunk_id, DELTA))
-            wait_until(lambda: node._counters["chunks_accepted"] >= chunk_id and node._command is not None, 10.0,
+            wait_until(lambda: node._counters["chunks_accepted"] >= chunk_id and node._command is not None,
                        "chunk accepted")
-        plans = [m for m in outputs["arm"].wait_for(1, timeout_s=10.0) if len(m.points) > 1]
+        plans = [m for m in outputs["arm"].wait_for(1) if len(m.points) > 1]
     assert plans, "a multi-point trajectory"
     plan = plans[-1]
     assert tuple(plan.joint_names) == spec.controller_groups[0].names

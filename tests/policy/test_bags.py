@@ -29,7 +29,7 @@ from dreamzero_policy.conversions import stamp_to_ns
 from dreamzero_policy.params import PolicySettings
 from dreamzero_policy.qos import camera_qos, reliable_qos
 from dreamzero_policy.video import Mp4Writer
-from ros_testing import MessageCollector, spinning, wait_until
+from ros_testing import PATIENCE_S, MessageCollector, spinning, wait_until
 from policy.synthetic_bag import JOINT_HZ, SPEC, START_NS, VELOCITY, KnownMotionBackend, write_droid_bag
 
 BAG_SECONDS = 6.0
@@ -134,11 +134,11 @@ def test_replay_keeps_timing_and_publishes_the_clock(ros_context, sqlite_bag, un
     player = BagPlayer(path, options, node)
     try:
         with spinning([listener]):
-            wait_until(lambda: states.subscription.get_publisher_count() > 0, 10.0, "the player's publisher")
+            wait_until(lambda: states.subscription.get_publisher_count() > 0, "the player's publisher")
             thread, outcome = _play_in_background(player)
-            thread.join(timeout=30.0)
+            thread.join(timeout=PATIENCE_S)
             expected = sum(1 for j in range(int(BAG_SECONDS * JOINT_HZ) + 1) if j / JOINT_HZ >= 2.0 - 0.002)
-            received = states.wait_for(expected, 10.0)
+            received = states.wait_for(expected)
     finally:
         player.close()
         node.destroy_node()
@@ -180,11 +180,11 @@ def test_loop_starts_again_at_the_start_offset(ros_context, sqlite_bag, unique_n
     per_pass = sum(1 for j in range(int(BAG_SECONDS * JOINT_HZ) + 1) if j / JOINT_HZ >= offset_s - 0.002)
     try:
         with spinning([listener]):
-            wait_until(lambda: states.subscription.get_publisher_count() > 0, 10.0, "the player's publisher")
+            wait_until(lambda: states.subscription.get_publisher_count() > 0, "the player's publisher")
             thread, outcome = _play_in_background(player)
-            received = states.wait_for(per_pass + 10, 30.0)
+            received = states.wait_for(per_pass + 10)
             player.stop()
-            thread.join(timeout=10.0)
+            thread.join(timeout=PATIENCE_S)
     finally:
         player.close()
         node.destroy_node()
@@ -204,10 +204,10 @@ def test_a_recorded_replay_evaluates_like_the_original(ros_context, sqlite_bag, 
     player = BagPlayer(path, ReplayOptions(rate=2.0, wait_for_subscribers_s=10.0, delay_s=0.2), node)
     try:
         with spinning([recorder]):
-            wait_until(lambda: len(recorder.topics) == len(counts), 10.0, "the recorder on every topic")
+            wait_until(lambda: len(recorder.topics) == len(counts), "the recorder on every topic")
             thread, _ = _play_in_background(player)
-            thread.join(timeout=30.0)
-            wait_until(lambda: dict(recorder.counts) == counts, 10.0, f"every message recorded (have "
+            thread.join(timeout=PATIENCE_S)
+            wait_until(lambda: dict(recorder.counts) == counts, f"every message recorded (have "
                                                                       f"{dict(recorder.counts)}, want {counts})")
         recorder.close()
     finally:
@@ -258,13 +258,13 @@ def test_recording_everything_keeps_custom_types_readable_without_ros(ros_contex
     recorder = BagRecorder(tmp_path / "all", [], storage="mcap")  # no topics: everything
     try:
         with spinning([recorder]):
-            wait_until(lambda: topic in recorder.topics, 10.0, "the recorder discovering the chunk topic")
-            wait_until(lambda: publisher.get_subscription_count() > 0, 10.0, "the recorder subscribed")
+            wait_until(lambda: topic in recorder.topics, "the recorder discovering the chunk topic")
+            wait_until(lambda: publisher.get_subscription_count() > 0, "the recorder subscribed")
             for chunk_id in range(3):
                 publisher.publish(ActionChunk(embodiment="droid", chunk_id=chunk_id, names=["a", "b"],
                                               relative=[True, False], anchor=[0.5, 0.0], horizon=1, dt=0.1,
                                               values=[0.25, -1.5], latency=0.2))
-            wait_until(lambda: recorder.counts[topic] == 3, 10.0, "three chunks recorded")
+            wait_until(lambda: recorder.counts[topic] == 3, "three chunks recorded")
         assert "/rosout" not in recorder.topics and "/parameter_events" not in recorder.topics
     finally:
         recorder.destroy_node()

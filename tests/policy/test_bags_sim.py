@@ -71,7 +71,7 @@ def test_record_replay_and_evaluate_a_simulated_run(ros_context, tmp_path) -> No
     commander = Commander(namespace)
     try:
         with spinning([sim, commander], threads=3):
-            wait_until(lambda: commander.ticks > 0, 20.0, "the commander driving the sim")
+            wait_until(lambda: commander.ticks > 0, "the commander driving the sim")
             _run("record", *topics, "-o", str(bag), "-s", "sqlite3", "--duration", str(RECORD_S), timeout=60)
     finally:
         sim.destroy_node()
@@ -91,7 +91,7 @@ def test_record_replay_and_evaluate_a_simulated_run(ros_context, tmp_path) -> No
     try:
         with spinning([listener]):
             _run("replay", str(bag), "--clock", "--wait-for-subscribers", "20", "--delay", "0.5", timeout=60)
-            wait_until(lambda: len(states.messages) >= len(recorded_states), 5.0, "every joint state replayed")
+            wait_until(lambda: len(states.messages) >= len(recorded_states), "every joint state replayed")
     finally:
         listener.destroy_node()
     assert [stamp_to_ns(m.header.stamp) for m in states.messages] == recorded_states  # all, in order

@@ -38,7 +38,7 @@ def test_graph_drives_the_arm_controller_through_adapter_and_mux(ros_context, un
         try:
             with spinning([sensors, listener], threads=2), running(options) as (nodes, _):
                 assert {n.get_name() for n in nodes} == {"policy_node", "adapter_node", "control_mux"}
-                received = commands.wait_for(5, timeout_s=60.0)
+                received = commands.wait_for(5)
         finally:
             sensors.destroy_node()
             listener.destroy_node()

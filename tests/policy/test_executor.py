@@ -45,12 +45,12 @@ def test_shutdown_lets_running_and_waiting_callbacks_finish_without_errors(ros_c
     errors: list[BaseException] = []
     thread = _spin_in_thread(executor, errors)
     try:
-        assert all(event.wait(10.0) for event in started), "the slow callbacks never ran"
+        assert all(event.wait(PATIENCE_S) for event in started), "the slow callbacks never ran"
         time.sleep(0.1)  # the quick timer fires meanwhile; its callback waits for a free thread
         assert executor.shutdown(timeout_sec=5.0)
         assert all(event.is_set() for event in finished)  # shutdown returned after the running callbacks ended
         assert quick_calls  # the waiting callback ran too (rclpy's shutdown fails it before it runs)
-        thread.join(timeout=5.0)
+        thread.join(timeout=PATIENCE_S)
         assert not thread.is_alive() and errors == []
     finally:
         node.destroy_node()
@@ -64,5 +64,5 @@ def test_shutdown_before_spin_and_spin_after_shutdown_return(ros_context) -> Non
     assert executor.shutdown(timeout_sec=1.0)
     errors: list[BaseException] = []
     thread = _spin_in_thread(executor, errors)
-    thread.join(timeout=5.0)
+    thread.join(timeout=PATIENCE_S)
     assert not thread.is_alive() and errors == []

@@ -19,7 +19,7 @@ from rclpy.node import Node
 
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_msgs.srv import SetControlMode
-from ros_testing import MessageCollector, message_fields, spinning, wait_until
+from ros_testing import PATIENCE_S, MessageCollector, message_fields, spinning, wait_until
 
 PEER = Path(__file__).with_name("interface_peer.py")
 
@@ -103,7 +103,7 @@ def test_action_chunk_crosses_processes_with_every_field_intact(ros_context, uni
         collector = MessageCollector(node, ActionChunk, topic)
         with spinning([node]):
             try:
-                received = collector.wait_for(1, timeout_s=30.0)[0]
+                received = collector.wait_for(1)[0]
             except TimeoutError as error:
                 raise AssertionError(f"no chunk from the peer; peer said:\n{_peer_output(process)}") from error
     finally:
@@ -122,12 +122,12 @@ def test_set_control_mode_is_served_across_processes(ros_context, unique_name, p
     try:
         client = node.create_client(SetControlMode, service)
         with spinning([node]):
-            if not client.wait_for_service(timeout_sec=30.0):
+            if not client.wait_for_service(timeout_sec=PATIENCE_S):
                 raise AssertionError(f"service never appeared; peer said:\n{_peer_output(process)}")
 
             def call(mode: str) -> SetControlMode.Response:
                 future = client.call_async(SetControlMode.Request(mode=mode))
-                wait_until(future.done, 10.0, f"the reply to set_mode({mode!r})")
+                wait_until(future.done, f"the reply to set_mode({mode!r})")
                 return future.result()
 
             accepted = call("policy")

@@ -25,7 +25,7 @@ from dreamzero_embodiments.spec import ROBOTS_DIR, load_embodiment
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.conversions import message_to_chunk, stamp_to_ns
 from dreamzero_policy.policy_node import PolicyNode
-from ros_testing import MessageCollector, spinning, wait_until
+from ros_testing import PATIENCE_S, MessageCollector, spinning, wait_until
 from policy.fake_dreamzero_server import FakeDreamZeroServer
 from policy.synthetic_sensors import SyntheticSensors
 
@@ -91,9 +91,9 @@ def test_chunks_flow_with_names_anchors_stamps_latency_and_video(ros_context, un
         chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
         video = MessageCollector(listener, Image, "policy_node/predicted_video", 50)
         _start(node)
-        received = chunks.wait_for(5, timeout_s=60.0)
+        received = chunks.wait_for(5)
         arrival_ns = listener.get_clock().now().nanoseconds
-        frames = video.wait_for(8, timeout_s=10.0)
+        frames = video.wait_for(8)
 
     parsed = [message_to_chunk(m) for m in received]
     assert all(c.names == spec.action_names for c in parsed)
@@ -130,25 +130,25 @@ def test_stale_camera_and_bad_joint_stop_chunks_and_are_named_then_recover(ros_c
         chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
         diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
         _start(node)
-        chunks.wait_for(2, timeout_s=60.0)
+        chunks.wait_for(2)
 
         sensors.stopped.add("wrist_image_left")
-        wait_until(lambda: "wrist_image_left" in _diagnostic(diagnostics)[1], 10.0, "diagnostics naming the camera")
+        wait_until(lambda: "wrist_image_left" in _diagnostic(diagnostics)[1], "diagnostics naming the camera")
         level, message = _diagnostic(diagnostics)
         assert level == 1 and "cameras/wrist/image_raw" in message  # WARN, names the topic
         settled, reports = len(chunks.messages), len(diagnostics.messages)
-        diagnostics.wait_for(reports + 5, timeout_s=10.0)  # a further second of stale reports at 5 Hz
+        diagnostics.wait_for(reports + 5)  # a further second of stale reports at 5 Hz
         assert all("wrist_image_left" in m.status[0].message for m in diagnostics.messages[reports:])
         assert len(chunks.messages) <= settled + 1, "no chunk may follow a stale camera (one may be in flight)"
 
         sensors.stopped.clear()
         sensors.poisoned = "panda_joint3"
-        wait_until(lambda: "panda_joint3" in _diagnostic(diagnostics)[1], 10.0, "diagnostics naming the joint")
+        wait_until(lambda: "panda_joint3" in _diagnostic(diagnostics)[1], "diagnostics naming the joint")
         before = len(chunks.messages)
 
         sensors.poisoned = None
-        chunks.wait_for(before + 2, timeout_s=30.0)
-        wait_until(lambda: _diagnostic(diagnostics)[0] == 0, 10.0, "diagnostics back to OK")
+        chunks.wait_for(before + 2)
+        wait_until(lambda: _diagnostic(diagnostics)[0] == 0, "diagnostics back to OK")
 
 
 def test_remote_backend_chunks_are_absolute_and_server_errors_show_in_diagnostics(ros_context, unique_name) -> None:
@@ -158,15 +158,15 @@ def test_remote_backend_chunks_are_absolute_and_server_errors_show_in_diagnostic
         chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
         diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
         _start(node)
-        received = chunks.wait_for(2, timeout_s=30.0)
+        received = chunks.wait_for(2)
         server.fail_infer_with = "CUDA out of memory"
-        wait_until(lambda: "CUDA out of memory" in _diagnostic(diagnostics)[1], 15.0, "the server error")
+        wait_until(lambda: "CUDA out of memory" in _diagnostic(diagnostics)[1], "the server error")
         assert _diagnostic(diagnostics)[0] == 2  # ERROR
         count, reports = len(chunks.messages), len(diagnostics.messages)
-        diagnostics.wait_for(reports + 5, timeout_s=10.0)
+        diagnostics.wait_for(reports + 5)
         assert len(chunks.messages) <= count + 1, "no chunk may come from a failing server"
         server.fail_infer_with = None
-        chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)
+        chunks.wait_for(len(chunks.messages) + 1)
     first = message_to_chunk(received[0])
     assert not first.relative.any() and not first.anchor.any()  # the official server returns absolute actions
     assert first.values.shape == (24, 8)
@@ -185,31 +185,31 @@ def test_enable_reset_and_prompt_control_the_session(ros_context, unique_name) -
         prompt = client.create_publisher(String, "policy_node/prompt", 10)
 
         def call(service, request):
-            assert service.wait_for_service(timeout_sec=10.0)
+            assert service.wait_for_service(timeout_sec=PATIENCE_S)
             future = service.call_async(request)
-            wait_until(future.done, 10.0, "service reply")
+            wait_until(future.done, "service reply")
             return future.result()
 
         _start(node)
-        first_session = chunks.wait_for(2, timeout_s=30.0)[0].session_id
+        first_session = chunks.wait_for(2)[0].session_id
 
         assert call(enable, SetBool.Request(data=False)).success
         paused_at, reports = len(chunks.messages), len(diagnostics.messages)
-        diagnostics.wait_for(reports + 5, timeout_s=10.0)
+        diagnostics.wait_for(reports + 5)
         assert len(chunks.messages) <= paused_at + 1
         assert any(kv.key == "enabled" and kv.value == "False" for kv in diagnostics.messages[-1].status[0].values)
 
         assert call(enable, SetBool.Request(data=True)).success
-        resumed = chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)[-1]
+        resumed = chunks.wait_for(len(chunks.messages) + 1)[-1]
         assert resumed.session_id != first_session and resumed.chunk_id == 1
 
         reply = call(reset, Trigger.Request())
         assert reply.success and reply.message.startswith("new session")
-        after_reset = chunks.wait_for(len(chunks.messages) + 1, timeout_s=30.0)[-1]
+        after_reset = chunks.wait_for(len(chunks.messages) + 1)[-1]
         assert after_reset.session_id not in (first_session, resumed.session_id)
 
         prompt.publish(String(data="Open the drawer."))
-        wait_until(lambda: any(r.get("prompt") == "Open the drawer." for r in server.requests), 15.0,
+        wait_until(lambda: any(r.get("prompt") == "Open the drawer." for r in server.requests),
                    "the new prompt at the server")
     resets = [r for r in server.requests if r.get("endpoint") == "reset"]
     assert len({r["session_id"] for r in resets}) >= 4  # activate, enable, reset, prompt: a new session each

@@ -53,11 +53,11 @@ class Rig:
             messages = self.joint_states.messages
             return len(messages) > 10 and np.ptp([m.position for m in messages[-11:]], axis=0).max() < 1e-4
 
-        wait_until(still, 10.0, "the arm at rest")
+        wait_until(still, "the arm at rest")
         return self.latest_positions()
 
     def command(self, group: str, values: list[float]) -> None:
-        wait_until(lambda: self.commands[group].get_subscription_count() > 0, 10.0, f"sim subscribed to {group}")
+        wait_until(lambda: self.commands[group].get_subscription_count() > 0, f"sim subscribed to {group}")
         self.commands[group].publish(Float64MultiArray(data=values))
 
 
@@ -83,14 +83,14 @@ def rig(ros_context) -> Iterator[Rig]:
 
 
 def test_publishes_joint_states_and_all_cameras(rig: Rig) -> None:
-    states = rig.joint_states.wait_for(5, 10.0)
+    states = rig.joint_states.wait_for(5)
     assert [list(m.name) for m in states[-3:]] == [list(SPEC.state_names)] * 3
     assert all(len(m.position) == 8 and np.all(np.isfinite(m.position)) for m in states)
     stamps = [stamp_to_ns(m.header.stamp) for m in states]
     assert all(b > a for a, b in zip(stamps, stamps[1:]))
     assert abs(stamps[-1] - rig.listener.get_clock().now().nanoseconds) < 5e9  # node clock, not a sim clock
     for camera in SPEC.cameras:
-        message = rig.cameras[camera.key].wait_for(2, 20.0)[-1]
+        message = rig.cameras[camera.key].wait_for(2)[-1]
         assert (message.height, message.width) == tuple(camera.resolution)
         assert (message.encoding, message.step, message.header.frame_id) == ("rgb8", 3 * message.width, camera.key)
         rgb = image_to_rgb(message)
@@ -100,14 +100,14 @@ def test_publishes_joint_states_and_all_cameras(rig: Rig) -> None:
 
 
 def test_arm_command_moves_the_joints_toward_it(rig: Rig) -> None:
-    rig.joint_states.wait_for(1, 10.0)
+    rig.joint_states.wait_for(1)
     start = rig.latest_positions()
     target = start[:7] + np.array([0.25, -0.2, 0.2, 0.25, -0.3, 0.2, -0.3])
     rig.command("arm", target.tolist())
     rig.command("gripper", [0.81])
-    wait_until(lambda: np.abs(rig.latest_positions()[:7] - target).max() < REACHED_RAD, 10.0,
+    wait_until(lambda: np.abs(rig.latest_positions()[:7] - target).max() < REACHED_RAD,
                "the arm reaching its commanded position")
-    wait_until(lambda: rig.latest_positions()[7] > 0.75, 10.0, "the gripper closing")
+    wait_until(lambda: rig.latest_positions()[7] > 0.75, "the gripper closing")
     assert np.abs(start[:7] - target).max() > 0.2
 
 
@@ -116,11 +116,11 @@ def test_malformed_arm_commands_are_dropped_and_the_sim_goes_on(rig: Rig, values
     hold = rig.settled()
     rig.command("arm", values)
     count = len(rig.joint_states.messages)
-    rig.joint_states.wait_for(count + 25, 10.0)  # half a second of ticks after the bad command
+    rig.joint_states.wait_for(count + 25)  # half a second of ticks after the bad command
     np.testing.assert_allclose(rig.latest_positions()[:7], hold[:7], atol=1e-3)
     target = hold[:7] + 0.1  # a good command still works afterwards
     rig.command("arm", target.tolist())
-    wait_until(lambda: np.abs(rig.latest_positions()[:7] - target).max() < REACHED_RAD, 10.0,
+    wait_until(lambda: np.abs(rig.latest_positions()[:7] - target).max() < REACHED_RAD,
                "the arm following a valid command after a malformed one")
 
 
@@ -128,9 +128,9 @@ def test_sim_clock_is_published_and_stamps_joint_states_and_images(ros_context, 
     with _rig(unique_name, use_sim_clock=True, camera_rate_hz=2.0, render_processes=0,
               joint_state_rate_hz=50.0) as rig:
         clock = MessageCollector(rig.listener, Clock, "clock", reliable_qos())
-        ticks = clock.wait_for(10, 10.0)
-        image = rig.cameras["wrist_image_left"].wait_for(1, 10.0)[0]
-        states = rig.joint_states.wait_for(10, 10.0)
+        ticks = clock.wait_for(10)
+        image = rig.cameras["wrist_image_left"].wait_for(1)[0]
+        states = rig.joint_states.wait_for(10)
     stamps = np.array([stamp_to_ns(m.header.stamp) for m in states]) * 1e-9
     assert 0.0 < stamps[0] < 60.0  # simulated seconds since start, not wall time (~1.7e9 s)
     steps = np.diff(stamps)
