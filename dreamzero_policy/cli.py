@@ -84,7 +84,11 @@ def run_demo(args: argparse.Namespace) -> int:
     """The closed-loop simulated DROID demo (see :mod:`dreamzero_policy.demo`)."""
     from dreamzero_policy.demo import run_demo as demo
 
-    summary = demo(args.duration, Path(args.output), args.prompt, args.camera_rate)
+    try:
+        summary = demo(args.duration, Path(args.output), args.prompt, args.camera_rate)
+    except RuntimeError as error:  # no chunk came: say so in one line
+        print(f"\ndreamzero demo: {error}", file=sys.stderr)
+        return 1
     return 0 if summary["chunks"] > 0 and summary["commands_within_urdf_limits"] else 1
 
 
@@ -113,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     bringup.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     bringup.set_defaults(func=run_bringup)
     demo = commands.add_parser("demo", help="closed-loop simulated DROID robot driven by the policy (tiny model)")
-    demo.add_argument("--duration", type=float, default=30.0, help="seconds to run")
+    demo.add_argument("--duration", type=float, default=30.0,
+                      help="seconds of closed loop, counted from the first chunk (after the model has loaded)")
     demo.add_argument("--output", default="runs", help="folder for the run folder")
     demo.add_argument("--prompt", default="Put the cube in the tray.", help="instruction")
     demo.add_argument("--camera-rate", type=float, default=5.0,

@@ -1,8 +1,9 @@
 """``dreamzero demo`` (``make demo``): the closed-loop simulated DROID robot driven by the policy.
 
 Runs the graph of ``dreamzero bringup --sim`` (sim_droid -> policy_node with the tiny local model ->
-adapter_node -> control_mux in policy mode -> the simulated arm) for ``duration_s``, prints a live
-status line (chunks, chunk rate, latency, joint motion), then writes a run folder:
+adapter_node -> control_mux in policy mode -> the simulated arm) for ``duration_s`` of closed loop,
+counted from the first chunk (loading the model does not eat into it; at most ``FIRST_CHUNK_TIMEOUT_S``),
+prints a live status line (chunks, chunk rate, latency, joint motion), then writes a run folder:
 ``cameras.mp4`` (the three cameras side by side with the newest predicted-video mosaic),
 ``joints.png`` (commanded and measured joint trajectories) and ``summary.json``.
 The tiny model has random weights (no trained tiny checkpoint exists yet): the arm moves, but not
@@ -31,6 +32,7 @@ from dreamzero_policy.qos import camera_qos, reliable_qos
 from dreamzero_policy.video import Mp4Writer, side_by_side
 
 VIDEO_FPS = 5  # the model's own video rate for DROID (facts §1.8)
+FIRST_CHUNK_TIMEOUT_S = 300.0  # model process start and first inference on a slow or busy machine
 
 
 @dataclass
@@ -108,6 +110,10 @@ class DemoRecorder(Node):
         with self.lock:
             self.recording.frames.append(row)
 
+    def chunks(self) -> int:
+        with self.lock:
+            return len(self.recording.chunk_times)
+
     def status(self) -> str:
         with self.lock:
             r = self.recording
@@ -167,6 +173,26 @@ def write_run_folder(recording: Recording, folder: Path, duration_s: float, limi
     return summary
 
 
+def _run_closed_loop(recorder: DemoRecorder, duration_s: float) -> float:
+    """Wait for the first chunk, then run ``duration_s`` more (Ctrl-C ends early); returns when the
+    closed loop started (time.monotonic()). Raises RuntimeError when no chunk came in time."""
+    waited = time.monotonic()
+    while recorder.chunks() == 0:
+        if time.monotonic() - waited > FIRST_CHUNK_TIMEOUT_S:
+            raise RuntimeError(f"no chunk from the policy within {FIRST_CHUNK_TIMEOUT_S:g} s; see the node logs")
+        print("\rwaiting for the first chunk (loading the model) " + recorder.status(), end="", flush=True)
+        time.sleep(0.5)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < duration_s:
+            time.sleep(1.0)
+            print("\r" + recorder.status(), end="", flush=True)
+    except KeyboardInterrupt:
+        pass
+    print()
+    return started
+
+
 def run_demo(duration_s: float, output_dir: Path, prompt: str, camera_rate_hz: float) -> dict:
     """Run the closed loop and write the run folder; returns the summary."""
     from dreamzero_policy.robot_limits import LimitSettings, robot_limits
@@ -186,14 +212,7 @@ def run_demo(duration_s: float, output_dir: Path, prompt: str, camera_rate_hz: f
         recorder = DemoRecorder()
         with running(options) as (_, executor):
             executor.add_node(recorder)
-            started = time.monotonic()
-            try:
-                while time.monotonic() - started < duration_s:
-                    time.sleep(1.0)
-                    print("\r" + recorder.status(), end="", flush=True)
-            except KeyboardInterrupt:
-                pass
-            print()
+            started = _run_closed_loop(recorder, duration_s)
             executor.remove_node(recorder)
         summary = write_run_folder(recorder.recording, folder, time.monotonic() - started, limits)
         recorder.destroy_node()

@@ -6,7 +6,9 @@ recorded receive times, scaled by ``rate`` (ros2-anchors §6.1), once every topi
 just before every message (ros2 bag play's ``--clock`` plus ``--clock-topics-all``), so nodes with
 ``use_sim_time`` see time follow the bag and never see a message from their future; a ``/clock``
 recorded in the bag is then not replayed. On ``loop`` the bag starts again and the clock jumps back,
-as with ros2 bag play. Each topic is published with the QoS its recorded publishers offered
+as with ros2 bag play. At the end, ``play`` waits (up to ``ACK_TIMEOUT_S``) until reliable
+subscribers have acknowledged every message, so a player that exits at once does not take the
+last messages with it (ros2 bag play's ``--wait-for-all-acked``). Each topic is published with the QoS its recorded publishers offered
 (``bag_types.qos_from_bag``): a best-effort camera stays best effort. Header stamps inside the
 messages are the recorded ones.
 """
@@ -18,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
@@ -29,6 +32,7 @@ from dreamzero_policy.params import parse_pairs
 from dreamzero_policy.qos import reliable_qos
 
 CLOCK_TOPIC = "/clock"
+ACK_TIMEOUT_S = 30.0  # the longest ``play`` waits for reliable subscribers to acknowledge the last messages
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,19 @@ class BagPlayer:
                 published += 1
             if not self.options.loop:
                 break
+        if not self._stop.is_set():
+            self._wait_for_acknowledgements()
         return published
+
+    def _wait_for_acknowledgements(self) -> None:
+        """Until reliable subscribers acknowledged everything published, or ACK_TIMEOUT_S (then a warning)."""
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        publishers = list(self._publishers.values()) + ([self._clock_pub] if self._clock_pub is not None else [])
+        unacknowledged = [p for p in publishers
+                          if not p.wait_for_all_acked(Duration(seconds=max(deadline - time.monotonic(), 0.0)))]
+        if unacknowledged:
+            self.node.get_logger().warning(f"not every message was acknowledged within {ACK_TIMEOUT_S:g} s on "
+                                           f"{sorted(p.topic_name for p in unacknowledged)}")
 
     def close(self) -> None:
         for publisher in self._publishers.values():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 import torch
@@ -99,9 +98,8 @@ def test_padded_action_dimensions_are_not_learned() -> None:
     assert decoder_out.b.grad[0, :2].abs().max().item() > 0.0
 
 
-def test_tiny_model_learns_moving_squares_within_a_cpu_minute() -> None:
-    """Loss halves, and trained 16-step and 1-step actions beat the untrained model's."""
-    started = time.monotonic()
+def test_tiny_model_learns_moving_squares_in_200_steps() -> None:
+    """Loss halves, and trained 16-step and 1-step actions beat the untrained model's (about 30 s of CPU)."""
     config = get_config("tiny", latent_height=8, latent_width=8)
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
@@ -131,4 +129,3 @@ def test_tiny_model_learns_moving_squares_within_a_cpu_minute() -> None:
     for sampler in (SamplerConfig(cfg_scale=1.0), FLASH_SAMPLER):
         trained_error, untrained_error = action_error(model, sampler), action_error(untrained, sampler)
         assert trained_error < 0.25 * untrained_error, (sampler, trained_error, untrained_error)
-    assert time.monotonic() - started < 90.0

@@ -9,6 +9,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from dreamzero_policy.executor import OrderlyExecutor
+from waiting import PATIENCE_S, wait_until
 
 
 def _spin_in_thread(executor: OrderlyExecutor, errors: list[BaseException]) -> threading.Thread:
@@ -46,8 +47,10 @@ def test_shutdown_lets_running_and_waiting_callbacks_finish_without_errors(ros_c
     thread = _spin_in_thread(executor, errors)
     try:
         assert all(event.wait(PATIENCE_S) for event in started), "the slow callbacks never ran"
-        time.sleep(0.1)  # the quick timer fires meanwhile; its callback waits for a free thread
-        assert executor.shutdown(timeout_sec=5.0)
+        # the quick timer fires meanwhile and its callback waits in the pool for a free thread (or, on a
+        # machine slow enough that the slow ones finished first, it already ran)
+        wait_until(lambda: executor._executor._work_queue.qsize() > 0 or quick_calls, "the quick callback queued")
+        assert executor.shutdown(timeout_sec=PATIENCE_S)
         assert all(event.is_set() for event in finished)  # shutdown returned after the running callbacks ended
         assert quick_calls  # the waiting callback ran too (rclpy's shutdown fails it before it runs)
         thread.join(timeout=PATIENCE_S)
@@ -61,7 +64,7 @@ def test_shutdown_lets_running_and_waiting_callbacks_finish_without_errors(ros_c
 
 def test_shutdown_before_spin_and_spin_after_shutdown_return(ros_context) -> None:
     executor = OrderlyExecutor(num_threads=2)
-    assert executor.shutdown(timeout_sec=1.0)
+    assert executor.shutdown(timeout_sec=PATIENCE_S)
     errors: list[BaseException] = []
     thread = _spin_in_thread(executor, errors)
     thread.join(timeout=PATIENCE_S)

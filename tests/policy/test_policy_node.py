@@ -106,7 +106,7 @@ def test_chunks_flow_with_names_anchors_stamps_latency_and_video(ros_context, un
         near = [p for s, p in sensors.states() if abs(s - chunk.t_obs_ns) <= STATE_TOLERANCE_S * 1e9]
         assert any(np.allclose(chunk.anchor[:7], p[:7]) for p in near), "anchor is not the state at t_obs"
         assert chunk.anchor[7] == 0.0  # absolute gripper: no anchor
-        assert 0.0 < chunk.latency < 10.0 and chunk.t_obs_ns < arrival_ns
+        assert 0.0 < chunk.latency <= (arrival_ns - chunk.t_obs_ns) * 1e-9  # published before it arrived here
     # Cadence (lower bounds only: how late a query may start depends on this shared machine's load, which a
     # test must not assert on): a query never starts while one is in flight, and never before the previous
     # chunk has EXECUTE_STEPS steps left minus the latency; t_obs trails the query start by at most the
