@@ -15,9 +15,14 @@ units, Savitzky-Golay smoothing with the executed history, then the time-indexed
 interpolated command for now, velocity/acceleration/position limits from the URDF over the measured
 time since the previous tick, publish.
 
-Safe behaviour: a malformed or non-finite chunk is rejected whole; with nothing valid for now, an
-overdue chunk (watchdog), an e-stop or after deactivation the node holds the last command (joint
-groups) and commands zero velocity (twist groups). It never commands zeros to joints and never
+Safe behaviour: a malformed or non-finite chunk, one of another embodiment or another ``dt``, or one
+stamped more than ``max_future_stamp_s`` ahead is rejected whole. An implausible chunk
+(``plausibility.check_chunk``: a target outside the URDF range, an anchor that disagrees with the
+measured state at t_obs, a first executed target further from the arm than it can move) is refused
+and the node holds, naming the joint, value, bound and chunk id (log and diagnostics: WARN, ERROR
+after ``safety.refusals_for_error`` in a row). Implausible joint readings (``JointStateGate``) are
+refused and never used. With nothing valid for now, an overdue chunk (watchdog), an e-stop or after
+deactivation the node holds the last command (joint groups) and commands zero velocity (twist groups). It never commands zeros to joints and never
 extrapolates; before the first chunk it publishes nothing.
 """
 from __future__ import annotations
@@ -34,18 +39,23 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dreamzero_embodiments.actions import chunk_to_ros
+from dreamzero_embodiments.buffers import StampedRingBuffer
 from dreamzero_embodiments.execution import ExecutionBuffer
 from dreamzero_embodiments.limits import JointLimitSet, RateLimiter, tick_interval_s
+from dreamzero_embodiments.plausibility import ImplausibleError, JointStateGate, check_chunk
 from dreamzero_embodiments.smoothing import SmoothingConfig, smooth_chunk
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_embodiments.watchdog import ChunkWatchdog
 from dreamzero_msgs.msg import ActionChunk
-from dreamzero_policy.conversions import command_message, joint_state_arrays, message_to_chunk, ns_to_stamp
-from dreamzero_policy.diagnostics import OK, WARN, diagnostic_array
+from dreamzero_policy.conversions import (command_message, joint_state_arrays, message_to_chunk, ns_to_stamp,
+                                          stamp_to_ns)
+from dreamzero_policy.diagnostics import ERROR, OK, WARN, diagnostic_array
 from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import ADAPTER_NODE_PARAMS, declare, read
 from dreamzero_policy.qos import reliable_qos
 from dreamzero_policy.robot_limits import LimitSettings, robot_limits
+STATE_HISTORY = 2000  # joint states kept to check a chunk's anchor: 4 s at 500 Hz
+
 
 @dataclass(frozen=True)
 class AdapterSettings:
@@ -61,6 +71,7 @@ class AdapterSettings:
     blend_steps: int
     watchdog_periods: float
     joint_state_timeout_s: float
+    max_future_stamp_s: float
     diagnostics_rate_hz: float
 
     @classmethod
@@ -74,7 +85,8 @@ class AdapterSettings:
                    command_rate_hz=v["command_rate_hz"], output_mode=v["output_mode"],
                    stream_message=v["stream_message"], smoothing=smoothing, blend_steps=v["blend.steps"],
                    watchdog_periods=v["watchdog.periods"],
-                   joint_state_timeout_s=v["joint_state_timeout_s"], diagnostics_rate_hz=v["diagnostics_rate_hz"])
+                   joint_state_timeout_s=v["joint_state_timeout_s"], max_future_stamp_s=v["max_future_stamp_s"],
+                   diagnostics_rate_hz=v["diagnostics_rate_hz"])
 
 
 class AdapterNode(ManagedNode):
@@ -99,17 +111,22 @@ class AdapterNode(ManagedNode):
         self._command: np.ndarray | None = None
         self._last_tick_ns: int | None = None
         self._joint_state: tuple[int, dict[str, float]] | None = None
+        self._states: StampedRingBuffer[dict[str, float]] = StampedRingBuffer(STATE_HISTORY)  # by header stamp
+        self._state_gate: JointStateGate | None = None
         self._hold_reason = "no chunk yet"
         self._published_hold: str | None = None  # trajectory mode: the hold already sent as a trajectory
-        self._counters = {"chunks_accepted": 0, "chunks_rejected": 0, "steps_dropped": 0, "blends": 0,
-                          "ticks_limited": 0}
+        self._counters = {"chunks_accepted": 0, "chunks_rejected": 0, "chunks_refused": 0, "steps_dropped": 0,
+                          "blends": 0, "ticks_limited": 0, "joint_states_refused": 0}
+        self._consecutive_refusals = 0
         self._last_rejection = ""
+        self._last_state_refusal = ""
 
     # ---------------------------------------------------------------- lifecycle
     def _setup(self) -> None:
         settings = self._settings = AdapterSettings.from_node(self)
         spec = self._spec = load_embodiment(settings.embodiment)
         self._limits = robot_limits(spec, settings.limits)
+        self._state_gate = JointStateGate(self._limits, spec.safety)
         self._buffer = ExecutionBuffer(spec.timing.dt, settings.blend_steps, spec.timing.horizon)
         self._watchdog = ChunkWatchdog(spec.timing.dt, settings.watchdog_periods)
         names = spec.action_names
@@ -153,11 +170,19 @@ class AdapterNode(ManagedNode):
 
     # ---------------------------------------------------------------- callbacks
     def _on_joint_state(self, msg: JointState) -> None:
+        """Keep a plausible reading (newest for seeding and the first-target check, history by stamp for
+        the anchor check); an implausible one is counted, named in the log and never used."""
         try:
             names, positions = joint_state_arrays(msg)
-        except ValueError:
+            by_name = dict(zip(names, positions.tolist()))
+            self._state_gate.check(stamp_to_ns(msg.header.stamp), by_name)
+        except ValueError as error:  # ImplausibleError too
+            self._counters["joint_states_refused"] += 1
+            self._last_state_refusal = str(error)
+            self.get_logger().warning(f"refused joint state: {error}", throttle_duration_sec=2.0)
             return
-        self._joint_state = (self.get_clock().now().nanoseconds, dict(zip(names, positions)))
+        self._joint_state = (self.get_clock().now().nanoseconds, by_name)
+        self._states.push(stamp_to_ns(msg.header.stamp), by_name)
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and not self._estop:
@@ -177,13 +202,17 @@ class AdapterNode(ManagedNode):
             return
         try:
             chunk = message_to_chunk(msg)
-            if chunk.embodiment != self._spec.name:
-                raise ValueError(f"chunk for embodiment {chunk.embodiment!r}, this adapter drives {self._spec.name!r}")
+            self._check_header(chunk.embodiment, chunk.dt, chunk.t_obs_ns, now_ns)
             targets = chunk_to_ros(chunk.values, chunk.relative, chunk.anchor, chunk.names, self._spec)
         except ValueError as error:
             self._counters["chunks_rejected"] += 1
             self._last_rejection = f"chunk {msg.chunk_id}: {error}"
             self.get_logger().warning(f"rejected {self._last_rejection}", throttle_duration_sec=2.0)
+            return
+        try:
+            self._check_plausible(targets, chunk.relative, chunk.anchor, chunk.t_obs_ns, now_ns)
+        except ImplausibleError as error:
+            self._refuse(msg.chunk_id, error)
             return
         history = self._buffer.history(chunk.t_obs_ns, self._settings.smoothing.history_steps)
         result = self._buffer.accept(smooth_chunk(targets, self._settings.smoothing, history=history),
@@ -192,12 +221,45 @@ class AdapterNode(ManagedNode):
             self._counters["chunks_rejected"] += 1
             self._last_rejection = f"chunk {msg.chunk_id}: {result.reason}"
             return
+        self._consecutive_refusals = 0
         self._counters["chunks_accepted"] += 1
         self._counters["steps_dropped"] += result.dropped_steps
         self._counters["blends"] += int(result.blended)
         self._watchdog.on_chunk(now_ns)
         if self._settings.output_mode == "trajectory":
             self._publish_trajectories(now_ns)
+
+    def _check_header(self, embodiment: str, dt_s: float, t_obs_ns: int, now_ns: int) -> None:
+        """Raise ValueError for a chunk of another robot, another step period, or from the future."""
+        if embodiment != self._spec.name:
+            raise ValueError(f"chunk for embodiment {embodiment!r}, this adapter drives {self._spec.name!r}")
+        if not abs(dt_s - self._spec.timing.dt) <= 1e-9 * self._spec.timing.dt:
+            raise ValueError(f"dt {dt_s:g} s differs from the embodiment's {self._spec.timing.dt:g} s "
+                             f"({self._spec.timing.action_rate_hz:g} Hz)")
+        ahead_s = (t_obs_ns - now_ns) * 1e-9
+        if ahead_s > self._settings.max_future_stamp_s:
+            raise ValueError(f"stamped {ahead_s:.3f} s in the future (more than max_future_stamp_s "
+                             f"{self._settings.max_future_stamp_s:g} s ahead of this node's clock)")
+
+    def _check_plausible(self, targets: np.ndarray, relative: np.ndarray, anchor: np.ndarray, t_obs_ns: int,
+                         now_ns: int) -> None:
+        """Raise ImplausibleError unless the chunk passes ``plausibility.check_chunk`` against the measured
+        joint states (the one nearest t_obs, the newest)."""
+        if self._joint_state is None:
+            raise ImplausibleError("implausible chunk: no joint state yet to check it against")
+        near = self._states.nearest(t_obs_ns, round(self._settings.joint_state_timeout_s * 1e9))
+        first = min(self._buffer.first_step(t_obs_ns, now_ns, len(targets)), len(targets) - 1)
+        check_chunk(targets, first, relative, anchor, None if near is None else near[1], self._joint_state[1],
+                    self._spec, self._limits, self._spec.safety)
+
+    def _refuse(self, chunk_id: int, error: ImplausibleError) -> None:
+        """Hold (the plan is dropped) and report: WARN, ERROR after ``safety.refusals_for_error`` in a row."""
+        self._buffer.clear()
+        self._consecutive_refusals += 1
+        self._counters["chunks_refused"] += 1
+        self._last_rejection = f"refused chunk {chunk_id}: {error}"
+        self._hold_reason = self._last_rejection
+        self.get_logger().warning(f"{self._last_rejection}; holding", throttle_duration_sec=1.0)
 
     # ---------------------------------------------------------------- command loop
     def _seed(self, now_ns: int) -> np.ndarray | None:
@@ -304,8 +366,11 @@ class AdapterNode(ManagedNode):
     def _publish_diagnostics(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
         level, message = (WARN, f"holding: {self._hold_reason}") if self._hold_reason else (OK, "executing chunks")
-        values = {**self._counters, "estop": self._estop, "hold_reason": self._hold_reason or "none",
-                  "last_rejection": self._last_rejection or "none"}
+        if self._consecutive_refusals >= self._spec.safety.refusals_for_error:
+            level, message = ERROR, f"{self._consecutive_refusals} chunks refused in a row: {self._last_rejection}"
+        values = {**self._counters, "consecutive_refusals": self._consecutive_refusals, "estop": self._estop,
+                  "hold_reason": self._hold_reason or "none", "last_rejection": self._last_rejection or "none",
+                  "last_joint_state_refusal": self._last_state_refusal or "none"}
         self._diagnostics_pub.publish(diagnostic_array(now_ns, f"{self.get_name()}: adapter", self._spec.name, level,
                                                        message, values))
 

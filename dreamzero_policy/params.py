@@ -199,8 +199,11 @@ ADAPTER_NODE_PARAMS: tuple[Param, ...] = (
     Param("blend.steps", 3, "Action steps over which a new chunk is cross-faded in.", bounds=(0, 24)),
     Param("watchdog.periods", 2.0, "Hold once no chunk step covers now for this many action periods.",
           bounds=(0.0, 100.0)),
-    Param("joint_state_timeout_s", 0.5, "Joint states older than this cannot seed the first command.",
+    Param("joint_state_timeout_s", 0.5, "Joint states older than this cannot seed the first command, and one "
+                                        "further than this from a chunk's t_obs cannot check its anchor.",
           bounds=(0.01, 60.0)),
+    Param("max_future_stamp_s", 0.2, "A chunk stamped further than this ahead of the node clock is refused.",
+          bounds=(0.0, 60.0)),
     Param("diagnostics_rate_hz", 1.0, "Rate of diagnostics messages.", bounds=(0.1, 100.0)),
 ) + LIMIT_PARAMS
 

@@ -117,8 +117,8 @@ class ExecutionBuffer:
         if self._last_t_obs_ns is not None and t_obs_ns < self._last_t_obs_ns:
             return AcceptResult(0, 0, False, False, f"anchored at {t_obs_ns} ns, before the accepted chunk's "
                                                     f"{self._last_t_obs_ns} ns (overtaken)")
-        times = t_obs_ns + np.round(np.arange(steps) * self.dt_ns).astype(np.int64)
-        start = int(np.searchsorted(times, now_ns, side="left"))  # first step not in the past
+        times = self._step_times(t_obs_ns, steps)
+        start = self.first_step(t_obs_ns, now_ns, steps)
         if start == steps:
             return AcceptResult(steps, steps, False, False, f"all {steps} steps are in the past (last at "
                                                             f"{int(times[-1])} ns, now {now_ns} ns)")
@@ -143,6 +143,14 @@ class ExecutionBuffer:
         self._splice(switch_ns, new_times, new_values, continuous=old is not None, now_ns=now_ns)
         self._last_t_obs_ns = t_obs_ns
         return AcceptResult(start_step=start, dropped_steps=start, blended=blended)
+
+    def _step_times(self, t_obs_ns: int, steps: int) -> np.ndarray:
+        return t_obs_ns + np.round(np.arange(steps) * self.dt_ns).astype(np.int64)
+
+    def first_step(self, t_obs_ns: int, now_ns: int, steps: int) -> int:
+        """Index of the first of ``steps`` steps of a chunk anchored at ``t_obs_ns`` that is not in the
+        past at ``now_ns`` (the step ``accept`` starts executing); ``steps`` when all are past."""
+        return int(np.searchsorted(self._step_times(t_obs_ns, steps), now_ns, side="left"))
 
     def _segment_end_ns(self, t_ns: int) -> int:
         """Last knot time of the gap-free stretch of the plan that covers ``t_ns``."""

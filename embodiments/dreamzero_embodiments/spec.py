@@ -3,7 +3,8 @@
 The YAML is the single source of truth for a robot (STYLE.md items 9, 11): model camera keys in
 model view order with default topics and message types, the mosaic layout, expected input
 resolution, crop and per-view size, state and action layouts (checkpoint keys, names per dimension,
-relative flags, unit maps), rates, joint-state topic, controller groups and the URDF. Joint limits
+relative flags, unit maps), rates, joint-state topic, controller groups, the URDF and the safety
+bounds beyond which inputs are refused (optional ``safety`` section). Joint limits
 come from the URDF, not from here. Every problem is reported at once, each with its dotted path.
 Imports numpy and yaml only.
 """
@@ -120,6 +121,32 @@ class TimingSpec:
 
 
 @dataclass(frozen=True)
+class SafetySpec:
+    """Bounds beyond which a joint state or a chunk is refused rather than clamped (YAML ``safety``,
+    optional; :mod:`dreamzero_embodiments.plausibility` applies them).
+
+    Attributes:
+        range_tolerance: how far outside its URDF position range a joint reading or target may lie,
+            as a fraction of that range (on each side), before it is refused.
+        state_velocity_margin: a joint reading may differ from the last accepted one by at most this
+            times the URDF velocity times the time between their stamps (plus the range tolerance).
+        anchor_tolerance: model units (rad for joints, 0..1 for unit-mapped grippers): how far a
+            relative chunk's anchor may be from the measured state at its t_obs.
+        first_target_reach_s: the first executed target of a chunk may be at most URDF velocity x
+            this (plus the range tolerance) from the measured state.
+        free_jump: action dimensions whose targets may jump (grippers): range-checked only.
+        refusals_for_error: consecutive refused chunks after which diagnostics turn from WARN to ERROR.
+    """
+
+    range_tolerance: float = 0.01
+    state_velocity_margin: float = 1.5
+    anchor_tolerance: float = 0.05
+    first_target_reach_s: float = 0.3
+    free_jump: tuple[str, ...] = ()
+    refusals_for_error: int = 3
+
+
+@dataclass(frozen=True)
 class EmbodimentSpec:
     """Everything the nodes need to know about one robot (see module docstring)."""
 
@@ -134,6 +161,7 @@ class EmbodimentSpec:
     state: tuple[VectorKey, ...]
     action: tuple[VectorKey, ...]
     controller_groups: tuple[ControllerGroup, ...]
+    safety: SafetySpec = SafetySpec()
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -290,12 +318,34 @@ def _groups(reader: _Reader, node: Any, action_names: tuple[str, ...]) -> tuple[
     return tuple(groups)
 
 
+def _safety(reader: _Reader, node: Any, action_names: tuple[str, ...]) -> SafetySpec:
+    if node is None:
+        return SafetySpec()
+    defaults = SafetySpec()
+    node = reader.mapping(node, "safety", (), ("range_tolerance", "state_velocity_margin", "anchor_tolerance",
+                                               "first_target_reach_s", "free_jump", "refusals_for_error"))
+    values = {}
+    for key in ("range_tolerance", "state_velocity_margin", "anchor_tolerance", "first_target_reach_s"):
+        value = reader.value(node, key, "safety", (int, float), getattr(defaults, key))
+        if not value >= 0:
+            reader.fail(f"safety.{key}", f"must be >= 0, got {value}")
+        values[key] = float(value)
+    free_jump = node.get("free_jump", [])
+    if not isinstance(free_jump, list) or any(n not in action_names for n in free_jump):
+        reader.fail("safety.free_jump", f"must list action dimensions of {list(action_names)}, got {free_jump!r}")
+        free_jump = []
+    refusals = reader.value(node, "refusals_for_error", "safety", int, defaults.refusals_for_error)
+    if refusals < 1:
+        reader.fail("safety.refusals_for_error", f"must be >= 1, got {refusals}")
+    return SafetySpec(**values, free_jump=tuple(free_jump), refusals_for_error=refusals)
+
+
 def parse_embodiment(document: Any, source: str) -> EmbodimentSpec:
     """Validate a parsed YAML document; raise :class:`EmbodimentSpecError` listing every problem."""
     reader = _Reader(source)
     root = reader.mapping(document, "", ("name", "embodiment_tag", "description", "robot_description", "timing",
                                          "cameras", "image", "joint_states_topic", "state", "action",
-                                         "controller_groups"))
+                                         "controller_groups"), ("safety",))
     timing_node = reader.mapping(root.get("timing", {}), "timing", ("action_rate_hz", "horizon", "frame_stride"))
     timing = TimingSpec(action_rate_hz=float(reader.value(timing_node, "action_rate_hz", "timing", (int, float), 1.0)),
                         horizon=reader.value(timing_node, "horizon", "timing", int, 24),
@@ -322,7 +372,8 @@ def parse_embodiment(document: Any, source: str) -> EmbodimentSpec:
         robot_description=reader.value(root, "robot_description", "", str, ""), timing=timing, cameras=cameras,
         image=_image(reader, root.get("image", {}), cameras),
         joint_states_topic=reader.value(root, "joint_states_topic", "", str, ""), state=state, action=action,
-        controller_groups=_groups(reader, root.get("controller_groups"), action_names))
+        controller_groups=_groups(reader, root.get("controller_groups"), action_names),
+        safety=_safety(reader, root.get("safety"), action_names))
     if reader.problems:
         raise EmbodimentSpecError(f"{source}: {len(reader.problems)} problem(s):\n  " + "\n  ".join(reader.problems))
     return spec

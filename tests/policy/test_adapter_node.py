@@ -15,6 +15,8 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from diagnostic_msgs.msg import DiagnosticArray
+
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.adapter_node import AdapterNode
@@ -215,3 +217,72 @@ def test_trajectory_mode_sends_the_remaining_chunk_for_a_trajectory_controller(r
     assert list(plan.points[-1].velocities) == [0.0] * 7
     target = [home[n] + DELTA for n in plan.joint_names]
     assert np.allclose(plan.points[-1].positions, target, atol=1e-6)
+
+
+def _raw_chunk(spec: EmbodimentSpec, t_obs_ns: int, chunk_id: int, per_step: np.ndarray, relative: np.ndarray,
+               anchor: np.ndarray, dt: float | None = None) -> ActionChunk:
+    return chunk_to_message(Chunk(t_obs_ns=t_obs_ns, embodiment=spec.name, session_id="test", chunk_id=chunk_id,
+                                  names=spec.action_names, relative=relative, anchor=anchor,
+                                  values=np.tile(per_step, (spec.timing.horizon, 1)),
+                                  dt=spec.timing.dt if dt is None else dt, latency=0.0))
+
+
+def test_implausible_chunks_and_joint_states_are_refused_and_the_arm_holds(ros_context, unique_name) -> None:
+    """The faults that drove a live arm to its limits when clamping was the only check (issue 12 items 1, 2,
+    5, 6): each chunk is refused or rejected by name, the arm holds, diagnostics turn ERROR after
+    ``safety.refusals_for_error`` refusals in a row, and a glitching joint reading is refused."""
+    spec = load_embodiment("droid")
+    home = _home(spec)  # panda_joint4 at -1.57 rad
+    relative, anchor = spec.relative_mask, np.where(spec.relative_mask, _model_state(spec, home), 0.0)
+    absolute = np.zeros(8, dtype=bool)
+    with _adapter(unique_name, spec) as (node, driver):
+        _publish_joint_states(driver, spec, home)
+        outputs = _collectors(driver, spec, Float64MultiArray)
+        diagnostics = MessageCollector(driver, DiagnosticArray, "diagnostics", 50)
+        chunks = driver.create_publisher(ActionChunk, "policy_node/action_chunk", reliable_qos())
+        states = driver.create_publisher(JointState, spec.joint_states_topic, reliable_qos())
+        wait_until(lambda: node.count_subscribers("policy_node/action_chunk") > 0, "adapter subscription")
+        wait_until(lambda: node._joint_state is not None, "joint states at the adapter")
+        now = driver.get_clock().now
+        chunks.publish(_chunk(spec, home, now().nanoseconds, 1, DELTA))
+        target = [home[n] + DELTA for n in spec.controller_groups[0].names]
+        wait_until(lambda: outputs["arm"].messages and np.allclose(outputs["arm"].messages[-1].data, target,
+                                                                   atol=1e-6), "the good chunk executed")
+        held = list(outputs["arm"].messages[-1].data)
+
+        refused = [  # (chunk id, per-step values, relative, anchor): refused as implausible
+            (2, np.array([10.0] * 7 + [0.5]), relative, anchor),  # a 10 rad relative jump
+            (3, np.array([-10.0] * 7 + [0.5]), absolute, np.zeros(8)),  # -10 rad absolute
+            (4, np.array([1e308] * 7 + [0.5]), absolute, np.zeros(8)),
+            (5, np.array([DELTA] * 7 + [0.5]), relative, np.zeros(8)),  # anchored at zeros, arm at -1.57
+        ]
+        for count, (chunk_id, values, flags, chunk_anchor) in enumerate(refused, start=1):
+            chunks.publish(_raw_chunk(spec, now().nanoseconds, chunk_id, values, flags, chunk_anchor))
+            wait_until(lambda: node._counters["chunks_refused"] == count, f"chunk {chunk_id} refused")
+            assert f"refused chunk {chunk_id}: implausible chunk" in node._last_rejection
+        assert "anchor panda_joint4=0 but the measured state at t_obs is -1.5708 (bound 0.05)" in node._last_rejection
+        wait_until(lambda: _diagnostic_level(diagnostics) == 2 and "4 chunks refused in a row" in
+                   diagnostics.messages[-1].status[0].message, "diagnostics ERROR after refusals in a row")
+
+        rejected = [(6, 0.0, 0.0, "dt 0 s differs from the embodiment's 0.0666667 s"),
+                    (7, -0.5, 0.0, "dt -0.5 s differs"),
+                    (8, None, 10.0, "s in the future (more than max_future_stamp_s 0.2 s")]
+        for count, (chunk_id, dt, ahead_s, message) in enumerate(rejected, start=1):
+            stamp = now().nanoseconds + round(ahead_s * 1e9)
+            chunks.publish(_raw_chunk(spec, stamp, chunk_id, np.array([DELTA] * 7 + [0.5]), relative, anchor, dt))
+            wait_until(lambda: node._counters["chunks_rejected"] == count, f"chunk {chunk_id} rejected")
+            assert message in node._last_rejection, node._last_rejection
+
+        glitch = JointState(name=list(home), position=[1e6, *list(home.values())[1:]])
+        glitch.header.stamp = ns_to_stamp(now().nanoseconds)
+        states.publish(glitch)
+        wait_until(lambda: node._counters["joint_states_refused"] >= 1, "the glitching joint state refused")
+        assert "panda_joint1=1e+06 is outside" in node._last_state_refusal
+        count = len(outputs["arm"].messages)
+        outputs["arm"].wait_for(count + 10)
+    assert all(np.allclose(m.data, held) for m in outputs["arm"].messages[count - 1:]), "the arm must hold"
+    assert node._joint_state[1]["panda_joint1"] == home["panda_joint1"]  # the glitch was never used
+
+
+def _diagnostic_level(collector: MessageCollector) -> int | None:
+    return collector.messages[-1].status[0].level[0] if collector.messages else None
