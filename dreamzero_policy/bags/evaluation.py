@@ -12,7 +12,10 @@ fast one. Two passes:
    has a frame at or after the next query time (the first: the first frame's stamp; then
    ``execute_steps`` action steps after the previous t_obs), the joint states up to the clock plus
    ``state_tolerance_s`` are fed in, one query is assembled and the backend runs synchronously: the
-   bag waits for the model (open loop: the recorded robot never sees the prediction);
+   bag waits for the model (open loop: the recorded robot never sees the prediction). How far each frame
+   used is from the time it was wanted for is kept per camera (``AssembledObservation.wanted_stamps``:
+   a wanted time older than the camera's history counts from its oldest frame, the documented left-pad),
+   so a camera gap bridged within ``frame_tolerance_s`` shows in the report;
 3. the predicted chunk goes to absolute targets in ROS units exactly as the adapter converts it
    (``actions.anchor_from_state``, ``actions.chunk_to_ros``);
 4. at the end each chunk step k is compared with the recorded joint states at t_obs + k dt
@@ -122,6 +125,8 @@ class EvalResult:
         t_obs_ns: int64[N] chunk anchors. predicted: float64[N, H, D] absolute targets.
         state_reference / command_reference: float64[N, H, D] recorded joint states / commands at each
             step's time, NaN where the bag has none. latencies_s: float64[N] wall seconds per backend call.
+        frame_offsets_ns: camera key -> int64[N T] |frame stamp - wanted stamp| of every frame the N queries
+            used (see module docstring, step 2).
         state_series: dimension -> (int64 stamps, float64 values) of the recorded joint states.
         blocked: query attempts that could not be assembled, by cause; blocked_example: cause -> one full
             message. video_frames: frames written to the MP4. messages: messages read.
@@ -133,6 +138,7 @@ class EvalResult:
     state_reference: np.ndarray
     command_reference: np.ndarray
     latencies_s: np.ndarray
+    frame_offsets_ns: dict[str, np.ndarray]
     state_series: dict[str, tuple[np.ndarray, np.ndarray]]
     blocked: Counter
     blocked_example: dict[str, str]
@@ -220,6 +226,7 @@ class _Run:
         self.t_obs: list[int] = []
         self.predicted: list[np.ndarray] = []
         self.latencies: list[float] = []
+        self.frame_offsets: dict[str, list[int]] = {camera.key: [] for camera in spec.cameras}
         self.blocked: Counter = Counter(recorded.bad)
         self.blocked_example: dict[str, str] = dict(recorded.bad_example)
 
@@ -282,6 +289,8 @@ class _Run:
                                            anchor_from_state(assembled.state, relative, self.spec),
                                            self.spec.action_names, self.spec))
         self.t_obs.append(assembled.t_obs_ns)
+        for key, used in assembled.frame_stamps.items():
+            self.frame_offsets[key] += np.abs(used - assembled.wanted_stamps[key]).tolist()
         self.next_query_ns = assembled.t_obs_ns + self.every_ns
         if prediction.frames is not None:
             step_ns = round(self.spec.timing.frame_stride * self.spec.timing.dt * 1e9)
@@ -322,7 +331,9 @@ class _Run:
         return EvalResult(t_obs_ns=t_obs, predicted=np.array(self.predicted).reshape(shape),
                           state_reference=state_reference.reshape(shape),
                           command_reference=command_reference.reshape(shape),
-                          latencies_s=np.array(self.latencies), state_series=series, blocked=self.blocked,
+                          latencies_s=np.array(self.latencies),
+                          frame_offsets_ns={key: np.array(v, dtype=np.int64) for key, v in self.frame_offsets.items()},
+                          state_series=series, blocked=self.blocked,
                           blocked_example=self.blocked_example,
                           video_frames=self.video.frames if self.video is not None else 0, messages=messages,
                           topics=recorded.topics)

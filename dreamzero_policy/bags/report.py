@@ -2,8 +2,10 @@
 
 * ``report.md`` / ``report.json``: per action dimension the count, MAE, RMSE and max of
   |predicted - recorded| against the joint states and (when recorded) the commands, ROS units
-  (rad, m, ...); the MAE per horizon step; backend latency percentiles; query attempts that could
-  not be assembled, by cause.
+  (rad, m, ...); the MAE per horizon step; backend latency percentiles; per camera the offset of
+  the frames used from the times they were wanted for (``frame_offsets_ms``: max, p95, ...; a wanted
+  time older than the camera's history counts from its oldest frame, the left-pad); query attempts
+  that could not be assembled, by cause.
 * ``errors_per_step.png``: MAE over the horizon (how error grows with the prediction's reach).
 * ``trajectories.png``: per dimension the recorded joint state and every predicted chunk over it.
 * ``latency_hist.png``: backend wall seconds per chunk.
@@ -52,6 +54,11 @@ def _markdown(summary: dict[str, Any]) -> str:
         vs_command = commands.get(row["name"], {}).get("mae")
         lines.append(f"| {row['name']} | {row['count']} | {_cell(row['mae'])} | {_cell(row['rmse'])} | "
                      f"{_cell(row['max'])} | {_cell(vs_command)} |")
+    lines += ["", "Offset of the frames used from the times they were wanted for, ms (a wanted time older than the "
+              "camera's history counts from its oldest frame, the left-pad):", "",
+              "| camera | max | p95 |", "|---|---|---|"]
+    lines += [f"| {key} | {_cell(row['max'])} | {_cell(row['p95'])} |"
+              for key, row in summary["frame_offsets_ms"].items()]
     if summary["blocked"]:
         lines += ["", "Query attempts that could not be assembled (retried at the next frame):", ""]
         lines += [f"- {cause}: {count} (e.g. {summary['blocked_example'][cause]})"
@@ -125,6 +132,7 @@ def write_report(result: EvalResult, spec: EmbodimentSpec, folder: Path, about: 
         "topics": {"cameras": result.topics.cameras, "joint_states": result.topics.joint_states,
                    "commands": result.topics.commands},
         "latency_s": _percentiles(result.latencies_s),
+        "frame_offsets_ms": {key: _percentiles(offsets * 1e-6) for key, offsets in result.frame_offsets_ns.items()},
         "errors_vs_joint_states": states.as_rows(),
         "errors_vs_commands": commands.as_rows() if commands else None,
         "mae_per_step_vs_joint_states": per_step(states),

@@ -7,9 +7,11 @@ resolution, in a ring buffer per camera; joint states are kept raw. A query at `
 3. frames: the first query of a session takes the frame nearest t_obs (T = 1); later queries take
    9 frames at the training spacing t_obs - 24 dt + 3 dt i, or the official server's 4 frames at
    steps -23, -16, -8, 0 (facts §1.8, §3.5). Wanted times older than a camera's history use its
-   oldest frame, as the official server left-pads with its first frame (facts §3.4);
+   oldest frame, as the official server left-pads with its first frame (facts §3.4): they are clipped
+   to that frame's stamp, and the clipped times are returned beside the stamps of the frames used;
 4. state: the joint state nearest t_obs within ``state_tolerance_s``, packed by joint name into the
-   checkpoint's order in model units; a missing or non-finite joint is named.
+   checkpoint's order in model units; a missing or non-finite joint is named, and so is how far the
+   newest joint state is from t_obs when none is near it (older or newer).
 Pure: times are arguments, nothing reads a clock. Imports numpy only (and sibling modules).
 """
 from __future__ import annotations
@@ -36,12 +38,16 @@ class ObservationError(ValueError):
 @dataclass(frozen=True)
 class AssembledObservation:
     """t_obs_ns: anchor time. views: camera key -> uint8[T, H, W, 3] at the checkpoint resolution,
-    oldest first. state: float64[S] model units at t_obs. frame_stamps: camera key -> int64[T]."""
+    oldest first. state: float64[S] model units at t_obs. frame_stamps: camera key -> int64[T] stamps of
+    the frames used. wanted_stamps: camera key -> int64[T] the times they were picked for: the schedule's,
+    clipped to the camera's oldest frame (the left-pad of step 3 in the module docstring), so
+    ``|frame_stamps - wanted_stamps|`` is how far each frame is from the time it stands for."""
 
     t_obs_ns: int
     views: dict[str, np.ndarray]
     state: np.ndarray
     frame_stamps: dict[str, np.ndarray]
+    wanted_stamps: dict[str, np.ndarray]
 
 
 class ObservationAssembler:
@@ -84,17 +90,21 @@ class ObservationAssembler:
             raise ObservationError(f"stale camera(s): {details}")
         t_obs_ns = min(buffer.newest_stamp for buffer in self._frames.values())
         wanted = self.schedule.query_stamps(t_obs_ns, first_of_session)
-        views, stamps = {}, {}
+        views, stamps, clipped = {}, {}, {}
         for key, buffer in self._frames.items():
+            clipped[key] = np.maximum(wanted, buffer.oldest_stamp)
             try:
-                views[key], stamps[key] = select_frames(buffer, np.maximum(wanted, buffer.oldest_stamp),
-                                                        self.frame_tolerance_ns, name=key)
+                views[key], stamps[key] = select_frames(buffer, clipped[key], self.frame_tolerance_ns, name=key)
             except FrameSelectionError as error:
                 raise ObservationError(str(error)) from error
         nearest = self._states.nearest(t_obs_ns, self.state_tolerance_ns)
         if nearest is None:
             newest = self._states.latest()
-            gap = "no joint state yet" if newest is None else f"newest is {(t_obs_ns - newest[0]) * 1e-9:+.3f} s from t_obs"
+            if newest is None:
+                gap = "no joint state yet"
+            else:
+                age_s = (t_obs_ns - newest[0]) * 1e-9  # > 0: the newest state is stamped before t_obs
+                gap = f"newest is {abs(age_s):.3f} s {'older' if age_s > 0 else 'newer'} than t_obs"
             raise ObservationError(f"no joint state within {self.state_tolerance_ns * 1e-9:.3f} s of t_obs ({gap}; topic "
                                    f"{self.spec.joint_states_topic})")
         names, positions = nearest[1]
@@ -102,4 +112,5 @@ class ObservationAssembler:
             state = pack_state(names, positions, self.spec)
         except StateError as error:
             raise ObservationError(f"joint state refused: {error}") from error
-        return AssembledObservation(t_obs_ns=t_obs_ns, views=views, state=state, frame_stamps=stamps)
+        return AssembledObservation(t_obs_ns=t_obs_ns, views=views, state=state, frame_stamps=stamps,
+                                    wanted_stamps=clipped)

@@ -1,6 +1,7 @@
 """Bags: offline evaluation on a bag written with rosbags (sqlite3, best-effort cameras, a compressed
-wrist camera), replay timing / clock / remap / offset / loop, record of a replay (MCAP) that evaluates exactly as
-the original, and a recorded custom type readable from the bag alone. The round trip from the simulation is in test_bags_sim.py."""
+wrist camera; a camera gap shows as the largest frame offset), replay timing / clock / remap / offset / loop,
+record of a replay (MCAP) that evaluates exactly as the original, and a recorded custom type readable from the
+bag alone. The round trip from the simulation is in test_bags_sim.py."""
 from __future__ import annotations
 
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2 import Reader, Writer
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 
@@ -30,7 +31,8 @@ from dreamzero_policy.params import PolicySettings
 from dreamzero_policy.qos import camera_qos, reliable_qos
 from dreamzero_policy.video import Mp4Writer
 from ros_testing import PATIENCE_S, MessageCollector, spinning, wait_until
-from policy.synthetic_bag import JOINT_HZ, SPEC, START_NS, VELOCITY, KnownMotionBackend, write_droid_bag
+from policy.synthetic_bag import (CAMERA_HZ, JOINT_HZ, RECEIVE_DELAY_NS, SPEC, START_NS, VELOCITY, KnownMotionBackend,
+                                   write_droid_bag)
 
 BAG_SECONDS = 6.0
 WRIST = {"wrist_image_left": "/cameras/wrist/image_raw/compressed"}
@@ -100,6 +102,41 @@ def test_eval_of_a_still_prediction_shows_the_motion_it_missed(sqlite_bag) -> No
     known = np.isfinite(missed)
     assert known[:, 0].all() and not known[-1, -1].any()  # the last chunk reaches past the bag's end
     np.testing.assert_allclose(missed[known], np.broadcast_to(expected, missed.shape)[known], atol=1e-9)
+
+
+def _frame_ns(index: int) -> int:
+    """Header stamp of camera frame ``index`` in the synthetic bag."""
+    return START_NS + round(index * 1e9 / CAMERA_HZ)
+
+
+def _copy_without_frames(source: Path, target: Path, topic: str, dropped: range) -> None:
+    """``source`` copied to ``target`` (sqlite3) without the frames ``dropped`` (indices) on ``topic``."""
+    gap = {_frame_ns(i) + RECEIVE_DELAY_NS for i in dropped}  # the frames' receive times
+    with Reader(source) as reader, Writer(target, version=9) as writer:
+        copies = {c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
+                                              offered_qos_profiles=c.ext.offered_qos_profiles)
+                  for c in reader.connections}
+        for connection, receive_ns, raw in reader.messages():
+            if not (connection.topic == topic and receive_ns in gap):
+                writer.write(copies[connection.id], receive_ns, raw)
+
+
+def test_eval_reports_the_largest_frame_offset_across_a_camera_gap(sqlite_bag, tmp_path) -> None:
+    """Frames 11-13 of one camera are missing (a 0.27 s gap from frame 10 to 14). The second query
+    (t_obs = 1.6 s) wants a frame at 0.8 s, mid-gap: frames 10 and 14 are equally near, so the offset
+    used is half the gap, within the 150 ms frame tolerance; the other cameras are on the wanted times."""
+    path, _ = sqlite_bag
+    _copy_without_frames(path, tmp_path / "gap", "/cameras/exterior_1/image_raw", range(11, 14))
+    result = evaluate_bag(tmp_path / "gap", SPEC, KnownMotionBackend("hold"), OPTIONS)
+    assert not result.blocked and result.t_obs_ns[1] == _frame_ns(24)
+    summary = write_report(result, SPEC, tmp_path / "report", {"bag": "gap", "embodiment": "droid",
+                                                               "backend": "hold", "prompt": ""})
+    offsets = summary["frame_offsets_ms"]
+    assert set(offsets) == {camera.key for camera in SPEC.cameras}
+    half_gap_ms = (_frame_ns(14) - _frame_ns(10)) / 2 * 1e-6
+    assert offsets["exterior_image_1_left"]["max"] == pytest.approx(half_gap_ms, abs=1e-6)  # 133.3 ms
+    assert offsets["exterior_image_2_left"]["max"] <= 1e-6 and offsets["wrist_image_left"]["max"] <= 1e-6
+    assert f"| exterior_image_1_left | {half_gap_ms:.4f} |" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_eval_names_what_the_bag_lacks(sqlite_bag) -> None:
