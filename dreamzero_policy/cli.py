@@ -150,7 +150,8 @@ def _add_bag_commands(commands) -> None:
     record.add_argument("-a", "--all", action="store_true", help="every topic but /rosout and /parameter_events")
     record.add_argument("-o", "--output", default="", help="new bag folder (default rosbag2_<date>-<time>)")
     record.add_argument("-s", "--storage", default="mcap", choices=("mcap", "sqlite3"))
-    record.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    record.add_argument("--duration", type=float, default=None,
+                        help="stop this many seconds after the first message written")
     record.add_argument("--use-sim-time", action="store_true", help="stamp with /clock; nothing before the first")
     record.set_defaults(func=_bag_command("run_record"))
     replay = commands.add_parser("replay", help="publish a rosbag2 bag (MCAP or sqlite3) with its original timing")

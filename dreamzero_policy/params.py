@@ -73,6 +73,20 @@ def read(node: Node, table: tuple[Param, ...]) -> dict[str, Any]:
     return checked(table, {param.name: node.get_parameter(param.name).value for param in table})
 
 
+LIMIT_PARAMS: tuple[Param, ...] = (
+    Param("robot_description_file", "", "URDF or xacro file overriding the embodiment's (empty: "
+                                        "urdf/<robot_description> from the package share)."),
+    Param("xacro_args", [""], "xacro arguments 'name=value' for the robot description, e.g. arm_id=fr3."),
+    Param("limits.max_acceleration", 10.0, "Acceleration limit per joint (rad/s^2 or m/s^2); URDFs carry none.",
+          bounds=(0.01, 1000.0)),
+    Param("limits.base_linear_m_s", 0.5, "Bound of the base's linear velocity command (twist groups).",
+          bounds=(0.0, 10.0)),
+    Param("limits.base_angular_rad_s", 0.5, "Bound of the base's angular velocity command (twist groups).",
+          bounds=(0.0, 10.0)),
+)
+"""Where commands are limited (adapter and mux) and joint readings checked (policy node, adapter): the robot
+description and what a URDF does not give."""
+
 POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param("embodiment", "droid", "Embodiment YAML name (embodiments/dreamzero_embodiments/robots/<name>.yaml) or path."),
     Param("backend", "local", "Where the model runs: in-process or on a WebSocket server.", choices=("local", "remote")),
@@ -109,10 +123,12 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param("frame_tolerance_s", 0.15, "Largest distance between a wanted frame time and the frame used.",
           bounds=(0.001, 10.0)),
     Param("state_tolerance_s", 0.1, "Largest distance between t_obs and the joint state used.", bounds=(0.001, 10.0)),
+    Param("max_future_stamp_s", 0.2, "Frames and joint states stamped further than this ahead of the node clock "
+                                     "are refused.", bounds=(0.0, 60.0)),
     Param("publish_predicted_video", True, "Publish the decoded predicted mosaic frames on ~/predicted_video."),
     Param("diagnostics_rate_hz", 1.0, "Rate of /diagnostics messages.", bounds=(0.1, 100.0)),
     Param("tick_rate_hz", 50.0, "Rate at which the node checks whether a query is due.", bounds=(1.0, 1000.0)),
-)
+) + LIMIT_PARAMS
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,7 @@ class PolicySettings:
     camera_timeout_s: float
     frame_tolerance_s: float
     state_tolerance_s: float
+    max_future_stamp_s: float
     publish_predicted_video: bool
     diagnostics_rate_hz: float
     tick_rate_hz: float
@@ -169,19 +186,6 @@ class PolicySettings:
         """``camera_topics`` as {camera key: topic}; raises ValueError on an entry without '='."""
         return parse_pairs(self.camera_topics, "=", "camera_topics entry", "camera_key=topic")
 
-
-LIMIT_PARAMS: tuple[Param, ...] = (
-    Param("robot_description_file", "", "URDF or xacro file overriding the embodiment's (empty: "
-                                        "urdf/<robot_description> from the package share)."),
-    Param("xacro_args", [""], "xacro arguments 'name=value' for the robot description, e.g. arm_id=fr3."),
-    Param("limits.max_acceleration", 10.0, "Acceleration limit per joint (rad/s^2 or m/s^2); URDFs carry none.",
-          bounds=(0.01, 1000.0)),
-    Param("limits.base_linear_m_s", 0.5, "Bound of the base's linear velocity command (twist groups).",
-          bounds=(0.0, 10.0)),
-    Param("limits.base_angular_rad_s", 0.5, "Bound of the base's angular velocity command (twist groups).",
-          bounds=(0.0, 10.0)),
-)
-"""Where commands are limited (adapter and mux): the robot description and what a URDF does not give."""
 
 ADAPTER_NODE_PARAMS: tuple[Param, ...] = (
     Param("embodiment", "droid", "Embodiment YAML name or path; its URDF gives the joint limits."),

@@ -13,7 +13,10 @@ finishes and its chunk is dropped). Inference runs on one worker thread, so exec
 the model and there is never more than one call in flight.
 
 Safe behaviour: no chunk is published when a camera is stale, the joint state is missing, NaN or
-out of tolerance, or the backend fails; diagnostics name the cause. Downstream the adapter holds
+out of tolerance, or the backend fails; diagnostics name the cause. Joint readings outside the URDF
+range or jumping faster than the URDF velocity allows (``plausibility.JointStateGate``), and frames or
+readings stamped zero or more than ``max_future_stamp_s`` ahead of the node clock, are refused,
+counted and named in diagnostics; a refused reading is never a chunk's anchor. Downstream the adapter holds
 position when chunks stop.
 """
 from __future__ import annotations
@@ -35,6 +38,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from dreamzero_embodiments.actions import anchor_from_state
 from dreamzero_embodiments.assembly import ObservationAssembler, ObservationError
+from dreamzero_embodiments.plausibility import JointStateGate
 from dreamzero_embodiments.scheduling import QueryScheduler
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_msgs.msg import ActionChunk
@@ -43,11 +47,13 @@ from dreamzero_policy.conversions import (Chunk, chunk_to_message, image_to_rgb,
                                           stamp_to_ns)
 from dreamzero_policy.diagnostics import ERROR, OK, WARN, diagnostic_array
 from dreamzero_policy.lifecycle import ManagedNode, spin_node
-from dreamzero_policy.params import POLICY_NODE_PARAMS, PolicySettings, declare
+from dreamzero_policy.params import LIMIT_PARAMS, POLICY_NODE_PARAMS, PolicySettings, declare, read
 from dreamzero_policy.qos import camera_qos, reliable_qos
+from dreamzero_policy.robot_limits import LimitSettings, robot_limits
 
 LATENCY_WINDOW = 50  # chunks kept for latency percentiles and the chunk rate
 RETRY_AFTER_ERROR_S = 1.0  # pause before querying again after a failed call
+PROMPT_LOG_CHARS = 200  # a prompt is logged up to this length
 
 
 def make_backend(settings: PolicySettings, spec: EmbodimentSpec) -> PolicyBackend:
@@ -82,6 +88,7 @@ class PolicyNode(ManagedNode):
         self._spec: EmbodimentSpec | None = None
         self._backend: PolicyBackend | None = None
         self._assembler: ObservationAssembler | None = None
+        self._state_gate: JointStateGate | None = None
         self._scheduler: QueryScheduler | None = None
         self._worker: ThreadPoolExecutor | None = None
         self._inflight: Future | None = None
@@ -99,6 +106,9 @@ class PolicyNode(ManagedNode):
         self._blocked = ""
         self._last_error = ""
         self._dropped_images = 0
+        self._refused = {"joint_states": 0, "zero_stamped_frames": 0, "future_frames": 0}
+        self._last_refusal = ""
+        self._last_refusal_ns = 0
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
@@ -121,6 +131,8 @@ class PolicyNode(ManagedNode):
                                                camera_timeout_s=settings.camera_timeout_s,
                                                frame_tolerance_s=settings.frame_tolerance_s,
                                                state_tolerance_s=settings.state_tolerance_s)
+        self._state_gate = JointStateGate(robot_limits(spec, LimitSettings.from_values(read(self, LIMIT_PARAMS))),
+                                          spec.safety)
         self._scheduler = QueryScheduler(settings.execute_steps, spec.timing.dt)
         self._backend = make_backend(settings, spec)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-inference")
@@ -167,22 +179,52 @@ class PolicyNode(ManagedNode):
 
     # ---------------------------------------------------------------- callbacks
     def _on_image(self, key: str, msg: Image | CompressedImage) -> None:
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        problem = self._stamp_problem(stamp_ns)
+        if problem:
+            self._refuse("zero_stamped_frames" if stamp_ns == 0 else "future_frames", f"frame from camera {key}: {problem}")
+            return
         try:
-            self._assembler.push_frame(key, stamp_to_ns(msg.header.stamp), image_to_rgb(msg))
+            self._assembler.push_frame(key, stamp_ns, image_to_rgb(msg))
         except ValueError as error:
             self._dropped_images += 1
             self.get_logger().warning(f"dropped image from camera {key}: {error}", throttle_duration_sec=5.0)
 
     def _on_joint_state(self, msg: JointState) -> None:
+        """A reading is kept only if its stamp is plausible and ``JointStateGate`` accepts it (within the URDF
+        range, no jump faster than the URDF velocity): a refused reading never becomes a chunk's anchor."""
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         try:
+            problem = self._stamp_problem(stamp_ns)
+            if problem:
+                raise ValueError(problem)
             names, positions = joint_state_arrays(msg)
-        except ValueError as error:
-            self.get_logger().warning(f"dropped joint state: {error}", throttle_duration_sec=5.0)
+            self._state_gate.check(stamp_ns, dict(zip(names, positions.tolist())))
+        except ValueError as error:  # plausibility.ImplausibleError too
+            self._refuse("joint_states", f"joint state: {error}")
             return
-        self._assembler.push_state(stamp_to_ns(msg.header.stamp), names, positions)
+        self._assembler.push_state(stamp_ns, names, positions)
+
+    def _stamp_problem(self, stamp_ns: int) -> str:
+        """Why a message stamp cannot be used ('' when it can): zero, or ahead of the node clock."""
+        if stamp_ns == 0:
+            return "zero stamp (the driver does not stamp its messages)"
+        ahead_s = (stamp_ns - self.get_clock().now().nanoseconds) * 1e-9
+        if ahead_s > self._settings.max_future_stamp_s:
+            return (f"stamped {ahead_s:.3f} s ahead of this node's clock (max_future_stamp_s "
+                    f"{self._settings.max_future_stamp_s:g} s)")
+        return ""
+
+    def _refuse(self, counter: str, what: str) -> None:
+        """Count and name a refused message (log, throttled, and diagnostics)."""
+        self._refused[counter] += 1
+        self._last_refusal = f"refused {what}"
+        self._last_refusal_ns = self.get_clock().now().nanoseconds
+        self.get_logger().warning(self._last_refusal, throttle_duration_sec=2.0)
 
     def _on_prompt(self, msg: String) -> None:
-        self.get_logger().info(f"new prompt: {msg.data!r} (new session)")
+        shown = msg.data if len(msg.data) <= PROMPT_LOG_CHARS else f"{msg.data[:PROMPT_LOG_CHARS]}... ({len(msg.data)} characters)"
+        self.get_logger().info(f"new prompt: {shown!r} (new session)")
         self._prompt = msg.data
         self._start_session()
 
@@ -274,11 +316,16 @@ class PolicyNode(ManagedNode):
             "chunk_rate_hz": (len(self._chunk_times) - 1) / span_s if span_s > 0 else 0.0,
             "latency_p50_s": float(np.percentile(latencies, 50)), "latency_p95_s": float(np.percentile(latencies, 95)),
             "dropped_images": self._dropped_images, "blocked": self._blocked or "no", "last_error": self._last_error or "none",
+            **{f"refused_{name}": count for name, count in self._refused.items()},
+            "last_refusal": self._last_refusal or "none",
         }
         for key, age in self._assembler.camera_ages_s(now_ns).items():
             values[f"camera_age_s.{key}"] = age
+        blocked = self._blocked
+        if blocked and self._last_refusal_ns > (self._chunk_times[-1] if self._chunk_times else 0):
+            blocked += f"; last {self._last_refusal}"  # e.g. why no joint state is near t_obs
         level, message = (ERROR, f"backend error: {self._last_error}") if self._last_error else (
-            (WARN, f"no chunk: {self._blocked}") if self._blocked else (OK, "publishing chunks" if self._active else "inactive"))
+            (WARN, f"no chunk: {blocked}") if blocked else (OK, "publishing chunks" if self._active else "inactive"))
         self._diagnostics_pub.publish(diagnostic_array(now_ns, f"{self.get_name()}: policy", self._spec.name, level,
                                                        message, values))
 

@@ -22,7 +22,7 @@ from dreamzero_policy.video import Mp4Writer
 
 
 def run_record(args: argparse.Namespace) -> int:
-    """Record until Ctrl-C or ``--duration``; prints the messages written per topic."""
+    """Record until Ctrl-C or ``--duration`` seconds after the first message; prints the messages written per topic."""
     if not args.topics and not args.all:
         raise SystemExit("dreamzero record: name topics to record, or --all")
     output = Path(args.output or datetime.now().strftime("rosbag2_%Y_%m_%d-%H_%M_%S"))
@@ -31,10 +31,12 @@ def run_record(args: argparse.Namespace) -> int:
                                parameter_overrides=[Parameter("use_sim_time", value=args.use_sim_time)])
         executor = SingleThreadedExecutor()
         executor.add_node(recorder)
-        started = time.monotonic()
+        started = None  # --duration counts from the first message written, not from start-up and discovery
         try:
-            while args.duration is None or time.monotonic() - started < args.duration:
+            while args.duration is None or started is None or time.monotonic() - started < args.duration:
                 executor.spin_once(timeout_sec=0.1)
+                if started is None and sum(recorder.counts.values()):
+                    started = time.monotonic()
         except KeyboardInterrupt:
             pass
         finally:

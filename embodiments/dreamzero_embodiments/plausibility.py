@@ -13,9 +13,10 @@ velocity) and the embodiment YAML's ``safety`` section (:class:`dreamzero_embodi
 * :func:`check_chunk`, per chunk (targets in ROS units, after relative -> absolute): every target
   within the widened URDF range; for relative dimensions the chunk's anchor (model units) within
   ``anchor_tolerance`` of the measured state at t_obs; and the first step that will be executed
-  within URDF velocity x ``first_target_reach_s`` (plus the tolerance) of the measured state now,
-  except for dimensions in ``free_jump`` (grippers, whose commands legitimately jump), which are
-  range-checked only.
+  within URDF velocity x ``first_target_reach_s`` (plus the tolerance) of the measured state now.
+  Dimensions in ``free_jump`` (grippers) are exempt from the target checks: their commands
+  legitimately jump open/closed and the model's values overshoot fully open/closed a little (a
+  random-weight model by a lot); the limiter clamps them into range.
 
 Dimensions without URDF position limits (a base twist) are not checked here. Pure; imports numpy.
 """
@@ -119,7 +120,7 @@ def check_chunk(targets: np.ndarray, first_step: int, relative: np.ndarray, anch
         ImplausibleError: naming each offending dimension with its value and bound.
     """
     names = spec.action_names
-    checked = _checked_names(names, limits)
+    checked = [n for n in _checked_names(names, limits) if n not in safety.free_jump]
     problems = []
     for name in checked:
         for step, value in enumerate(targets[:, names.index(name)]):
@@ -137,7 +138,7 @@ def check_chunk(targets: np.ndarray, first_step: int, relative: np.ndarray, anch
             if not abs(value - measured[name]) <= safety.anchor_tolerance:
                 problems.append(f"anchor {name}={value:.6g} but the measured state at t_obs is {measured[name]:.6g} "
                                 f"(bound {safety.anchor_tolerance:g})")
-    for name in (n for n in checked if n not in safety.free_jump and n in state_now):
+    for name in (n for n in checked if n in state_now):
         index = limits.names.index(name)
         target = float(targets[first_step, names.index(name)])
         bound = limits.max_velocity[index] * safety.first_target_reach_s + _range_tolerance(limits, index, safety)

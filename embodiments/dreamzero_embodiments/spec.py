@@ -134,7 +134,8 @@ class SafetySpec:
             relative chunk's anchor may be from the measured state at its t_obs.
         first_target_reach_s: the first executed target of a chunk may be at most URDF velocity x
             this (plus the range tolerance) from the measured state.
-        free_jump: action dimensions whose targets may jump (grippers): range-checked only.
+        free_jump: action dimensions whose targets may jump and overshoot their range (grippers): not
+            target-checked; the limiter clamps them (their joint readings are still checked).
         refusals_for_error: consecutive refused chunks after which diagnostics turn from WARN to ERROR.
     """
 

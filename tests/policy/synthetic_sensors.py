@@ -1,7 +1,8 @@
 """A node that plays a robot's sensors for policy-node tests: cameras at their own rates with jittered
 stamps (Image or CompressedImage as the embodiment says) and joint states from a known function of
-time, so a test can check which state a chunk was anchored to. Cameras can be stopped and joint
-values poisoned to exercise the fault paths."""
+time, so a test can check which state a chunk was anchored to. The joints move slowly around the
+middle of their URDF range (the nodes refuse readings outside it or faster than the URDF velocity).
+Cameras can be stopped and joint values poisoned to exercise the fault paths."""
 from __future__ import annotations
 
 import threading
@@ -17,9 +18,23 @@ from dreamzero_policy.qos import camera_qos, reliable_qos
 JITTER_NS = 5_000_000  # +-5 ms on camera stamps
 
 
-def joint_value(index: int, t_ns: int) -> float:
-    """Position of joint ``index`` at time ``t_ns``: distinct per joint and changing with time."""
-    return 0.1 * (index + 1) + 0.2 * np.sin(t_ns * 1e-9 + index)
+def _ranges(spec: EmbodimentSpec) -> np.ndarray:
+    """float64[S, 2]: each state joint's (lower, upper) in ROS units: the URDF's, or the unit map's ROS range."""
+    from dreamzero_embodiments.robot_description import load_joint_limits
+    from dreamzero_policy.paths import share_dir
+
+    urdf = load_joint_limits(share_dir() / "urdf" / spec.robot_description)
+    ranges = {name: (urdf[name].lower, urdf[name].upper) for name in spec.state_names if name in urdf}
+    for key in (k for k in spec.state if k.unit_map is not None):
+        ranges.update({name: sorted(key.unit_map.ros) for name in key.names})
+    return np.array([ranges[name] for name in spec.state_names], dtype=np.float64)
+
+
+def joint_values(ranges: np.ndarray, t_ns: int) -> np.ndarray:
+    """Positions at time ``t_ns``: distinct per joint, changing with time, within the ranges (about 0.1 range/s)."""
+    index = np.arange(len(ranges))
+    lower, upper = ranges[:, 0], ranges[:, 1]
+    return (lower + upper) / 2 + 0.1 * (upper - lower) * np.sin(t_ns * 1e-9 + index)
 
 
 class SyntheticSensors(Node):
@@ -29,10 +44,12 @@ class SyntheticSensors(Node):
         self.spec = spec
         self.rng = np.random.default_rng(0)
         self.stopped: set[str] = set()
-        self.poisoned: str | None = None
+        self.poisoned: str | None = None  # this joint reads NaN
+        self.glitches: dict[str, float] = {}  # these joints read these values
         self.published_states: list[tuple[int, np.ndarray]] = []
         self._lock = threading.Lock()
         self.state_names = list(spec.state_names) + ["unrelated_joint"]  # extra joints must be ignored
+        self._ranges = np.concatenate([_ranges(spec), [[0.0, 1.0]]])
         # A few random frames per camera, cycled: cheap to publish, still different from frame to frame.
         self._frames = {c.key: [self.rng.integers(0, 256, (*c.resolution, 3), dtype=np.uint8) for _ in range(4)]
                         for c in spec.cameras}
@@ -58,9 +75,11 @@ class SyntheticSensors(Node):
 
     def _publish_state(self) -> None:
         now = self.get_clock().now().nanoseconds
-        positions = np.array([joint_value(i, now) for i in range(len(self.state_names))])
+        positions = joint_values(self._ranges, now)
         if self.poisoned is not None:
             positions[self.state_names.index(self.poisoned)] = np.nan
+        for name, value in self.glitches.items():
+            positions[self.state_names.index(name)] = value
         with self._lock:
             self.published_states.append((now, positions))
         message = JointState(name=self.state_names, position=positions.tolist())

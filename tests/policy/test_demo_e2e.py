@@ -1,6 +1,7 @@
 """End to end: sim_droid + tiny local model + adapter + mux in policy mode, closed loop (the `make demo` graph).
 
-Marked slow: about a minute on the 2-core CI machine (model process start, TinyRenderer cameras). The
+Marked slow: about a minute on the 2-core CI machine (model process start, TinyRenderer cameras at 2 Hz,
+which leaves the CPU to the model so chunks arrive within their 1.6 s horizon on a busy machine). The
 20 s of closed loop count from the first chunk, so a slow model start on a busy machine does not
 shorten them.
 """
@@ -18,7 +19,7 @@ from dreamzero_policy.demo import run_demo
 def test_closed_loop_moves_the_simulated_arm_within_limits(ros_context, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DREAMZERO_CACHE", str(tmp_path / "cache"))
     summary = run_demo(duration_s=20.0, output_dir=tmp_path / "runs", prompt="Put the cube in the tray.",
-                       camera_rate_hz=5.0)
+                       camera_rate_hz=2.0)
     folder = next((tmp_path / "runs").iterdir())
     assert json.loads((folder / "summary.json").read_text()) == summary
     assert (folder / "cameras.mp4").stat().st_size > 10_000 and (folder / "joints.png").is_file()

@@ -151,6 +151,28 @@ def test_stale_camera_and_bad_joint_stop_chunks_and_are_named_then_recover(ros_c
         wait_until(lambda: _diagnostic(diagnostics)[0] == 0, "diagnostics back to OK")
 
 
+def test_implausible_joint_states_are_refused_named_and_never_an_anchor(ros_context, unique_name) -> None:
+    """A joint reading of 1e6 rad (issue 12 item 1) is refused, counted and named in diagnostics; no chunk
+    is anchored on it, and chunks resume once the readings are plausible again."""
+    with _running(unique_name, ROBOTS_DIR / "droid.yaml") as (node, sensors, listener):
+        chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
+        diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
+        _start(node)
+        chunks.wait_for(2)
+        sensors.glitches = {"panda_joint1": 1e6}
+        wait_until(lambda: "panda_joint1=1e+06 is outside" in _diagnostic(diagnostics)[1],
+                   "diagnostics naming the refused reading")
+        assert _diagnostic_value(diagnostics, "refused_joint_states") > 0
+        sensors.glitches = {}
+        chunks.wait_for(len(chunks.messages) + 2)
+    anchors = np.array([message_to_chunk(m).anchor[0] for m in chunks.messages])
+    assert np.all(np.abs(anchors) < 2.9), anchors  # within panda_joint1's URDF range: never the glitch
+
+
+def _diagnostic_value(collector: MessageCollector, key: str) -> float:
+    return float(next(kv.value for kv in collector.messages[-1].status[0].values if kv.key == key))
+
+
 def test_remote_backend_chunks_are_absolute_and_server_errors_show_in_diagnostics(ros_context, unique_name) -> None:
     with FakeDreamZeroServer() as server, _running(unique_name, ROBOTS_DIR / "droid.yaml", backend="remote",
                                                    server_url=server.url, call_timeout_s=5.0,
