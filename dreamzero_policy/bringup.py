@@ -5,23 +5,24 @@ nodes (policy_node, adapter_node, control_mux, optionally sim_droid) with the sa
 (``launch/params/<embodiment>.yaml`` from the package share, or ``--params-file``), on one
 ``OrderlyExecutor`` (a MultiThreadedExecutor that stops in order), with the lifecycle transitions
 (configure, activate) done here. The local model still runs in its own child process (``backends/process.py``).
+SIGINT, SIGTERM or the end of ``--duration`` shut the graph down in order (deactivate policy_node,
+adapter_node, control_mux; stop the executor; shutdown transitions; destroy) and exit with status 0.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import rclpy
 import yaml
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from dreamzero_policy.executor import OrderlyExecutor, spinning_in_background
+from dreamzero_policy.executor import OrderlyExecutor
+from dreamzero_policy.lifecycle import ros_main, serving
 from dreamzero_policy.paths import share_dir
 
 
@@ -106,30 +107,17 @@ def activate(nodes: list[Node]) -> None:
 
 @contextmanager
 def running(options: GraphOptions, threads: int = 4) -> Iterator[tuple[list[Node], OrderlyExecutor]]:
-    """The graph spinning in the background; shut down (lifecycle shutdown, nodes destroyed) on exit."""
+    """The graph spinning in the background and active; on exit, however the block ends, shut down in
+    order (:func:`dreamzero_policy.lifecycle.serving`: deactivated, executor stopped, shutdown, destroyed)."""
     nodes = build_graph(options)
-    executor = OrderlyExecutor(num_threads=threads)
-    for node in nodes:
-        executor.add_node(node)
-    try:
-        with spinning_in_background(executor, "bringup-executor"):
-            activate(nodes)
-            yield nodes, executor
-    finally:  # the executor has stopped and its callbacks have ended: none runs on an entity being destroyed
-        for node in nodes:
-            if isinstance(node, LifecycleNode):
-                node.trigger_shutdown()
-            node.destroy_node()
+    with serving(nodes, "bringup-executor", threads) as executor:
+        activate(nodes)
+        yield nodes, executor
 
 
 def run_bringup(options: GraphOptions, duration_s: float | None) -> int:
-    """Entry of ``dreamzero bringup``: run the graph until Ctrl-C or ``duration_s``."""
-    with rclpy.init():
-        with running(options):
-            started = time.monotonic()
-            try:
-                while duration_s is None or time.monotonic() - started < duration_s:
-                    time.sleep(0.2)
-            except KeyboardInterrupt:
-                pass
+    """Entry of ``dreamzero bringup``: run the graph until SIGINT, SIGTERM or ``duration_s``, then shut it
+    down in order (:func:`running`); returns the exit status, 0."""
+    with ros_main() as stop, running(options):
+        stop.wait(duration_s)
     return 0
