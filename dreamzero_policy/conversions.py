@@ -26,12 +26,14 @@ def ns_to_stamp(t_ns: int) -> Time:
     return Time(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)
 
 
-def image_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+def image_to_rgb(msg: Image | CompressedImage, max_pixels: int | None = None) -> np.ndarray:
     """uint8[H, W, 3] RGB from an Image (rgb8, bgr8, bgra8, rgba8, mono8; row padding honoured) or a
-    CompressedImage (jpeg, png). Raises ValueError naming the encoding on anything else."""
+    CompressedImage (jpeg, png). Raises ValueError naming the encoding on anything else, and
+    ``images.ImageTooLargeError`` (before decoding) for more than ``max_pixels`` declared pixels."""
     if isinstance(msg, CompressedImage):
-        return decode_compressed_image(msg.format, bytes(msg.data))
-    return decode_image(msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data), bool(msg.is_bigendian))
+        return decode_compressed_image(msg.format, bytes(msg.data), max_pixels)
+    return decode_image(msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data), bool(msg.is_bigendian),
+                        max_pixels)
 
 
 def rgb_to_image(rgb: np.ndarray, t_ns: int, frame_id: str = "") -> Image:

@@ -125,6 +125,9 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param("state_tolerance_s", 0.1, "Largest distance between t_obs and the joint state used.", bounds=(0.001, 10.0)),
     Param("max_future_stamp_s", 0.2, "Frames and joint states stamped further than this ahead of the node clock "
                                      "are refused.", bounds=(0.0, 60.0)),
+    Param("max_image_pixels_factor", 4.0, "A frame declaring more than this many times its camera's pixels "
+                                          "(embodiment YAML resolution) is refused before decoding.",
+          bounds=(1.0, 1000.0)),
     Param("publish_predicted_video", True, "Publish the decoded predicted mosaic frames on ~/predicted_video."),
     Param("diagnostics_rate_hz", 1.0, "Rate of /diagnostics messages.", bounds=(0.1, 100.0)),
     Param("tick_rate_hz", 50.0, "Rate at which the node checks whether a query is due.", bounds=(1.0, 1000.0)),
@@ -159,6 +162,7 @@ class PolicySettings:
     frame_tolerance_s: float
     state_tolerance_s: float
     max_future_stamp_s: float
+    max_image_pixels_factor: float
     publish_predicted_video: bool
     diagnostics_rate_hz: float
     tick_rate_hz: float

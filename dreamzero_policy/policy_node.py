@@ -16,7 +16,9 @@ Safe behaviour: no chunk is published when a camera is stale, the joint state is
 out of tolerance, or the backend fails; diagnostics name the cause. Joint readings outside the URDF
 range or jumping faster than the URDF velocity allows (``plausibility.JointStateGate``), and frames or
 readings stamped zero or more than ``max_future_stamp_s`` ahead of the node clock, are refused,
-counted and named in diagnostics; a refused reading is never a chunk's anchor. Downstream the adapter holds
+counted and named in diagnostics; a refused reading is never a chunk's anchor. A frame declaring more
+than ``max_image_pixels_factor`` times its camera's pixels is refused before decoding; each camera
+and the joint states have their own callback group, so one slow camera starves nothing else. Downstream the adapter holds
 position when chunks stop.
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from dreamzero_embodiments.actions import anchor_from_state
 from dreamzero_embodiments.assembly import ObservationAssembler, ObservationError
+from dreamzero_embodiments.images import ImageTooLargeError
 from dreamzero_embodiments.plausibility import JointStateGate
 from dreamzero_embodiments.scheduling import QueryScheduler
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
@@ -106,7 +109,8 @@ class PolicyNode(ManagedNode):
         self._blocked = ""
         self._last_error = ""
         self._dropped_images = 0
-        self._refused = {"joint_states": 0, "zero_stamped_frames": 0, "future_frames": 0}
+        self._refused = {"joint_states": 0, "zero_stamped_frames": 0, "future_frames": 0, "oversized_frames": 0}
+        self._max_pixels: dict[str, int] = {}
         self._last_refusal = ""
         self._last_refusal_ns = 0
         if self.get_parameter("autostart").value:
@@ -139,15 +143,18 @@ class PolicyNode(ManagedNode):
         self._chunk_pub = self.create_lifecycle_publisher(ActionChunk, "~/action_chunk", reliable_qos())
         self._video_pub = self.create_lifecycle_publisher(Image, "~/predicted_video", reliable_qos(depth=8))
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "diagnostics", reliable_qos())
-        sensors = MutuallyExclusiveCallbackGroup()
+        # One callback group per camera and one for the joint states: a slow camera (a large frame to decode)
+        # delays only itself, never the state or the other cameras.
+        self._max_pixels = {c.key: round(settings.max_image_pixels_factor * c.resolution[0] * c.resolution[1])
+                            for c in spec.cameras}
         for camera in spec.cameras:
             msg_type = CompressedImage if camera.type == "CompressedImage" else Image
             self._entities.append(self.create_subscription(
                 msg_type, overrides.get(camera.key, camera.topic), lambda msg, key=camera.key: self._on_image(key, msg),
-                camera_qos(settings.camera_reliability), callback_group=sensors))
+                camera_qos(settings.camera_reliability), callback_group=MutuallyExclusiveCallbackGroup()))
         self._entities += [
             self.create_subscription(JointState, spec.joint_states_topic, self._on_joint_state, reliable_qos(),
-                                     callback_group=sensors),
+                                     callback_group=MutuallyExclusiveCallbackGroup()),
             self.create_subscription(String, "~/prompt", self._on_prompt, reliable_qos()),
             self.create_service(Trigger, "~/reset", self._on_reset),
             self.create_service(SetBool, "~/enable", self._on_enable),
@@ -185,7 +192,9 @@ class PolicyNode(ManagedNode):
             self._refuse("zero_stamped_frames" if stamp_ns == 0 else "future_frames", f"frame from camera {key}: {problem}")
             return
         try:
-            self._assembler.push_frame(key, stamp_ns, image_to_rgb(msg))
+            self._assembler.push_frame(key, stamp_ns, image_to_rgb(msg, self._max_pixels[key]))
+        except ImageTooLargeError as error:
+            self._refuse("oversized_frames", f"frame from camera {key}: {error}")
         except ValueError as error:
             self._dropped_images += 1
             self.get_logger().warning(f"dropped image from camera {key}: {error}", throttle_duration_sec=5.0)

@@ -10,17 +10,23 @@ Why not rosbags-image alone: it ignores ``Image.step``, so a row-padded image is
 and it has no numpy -> message direction (environment.md G9). Here rows are cut at ``step`` with
 numpy and colours converted with ``cv2.cvtColor`` (OpenCV 5 behaves as 4.x for these calls, G16).
 
-Imports numpy and OpenCV only: never rclpy, torch or a ROS message package (tests/test_layering.py).
+Size cap: both decoders take ``max_pixels`` and refuse a larger image from its declared size (the
+``Image`` fields; the PNG/JPEG header, read by Pillow without decoding) before any pixel is touched,
+so a 197 kB PNG that would decode to 8000x8000 (2.4 s, 192 MB) costs nothing.
+
+Imports numpy, OpenCV and Pillow only: never rclpy, torch or a ROS message package (tests/test_layering.py).
 
 Dimensions: H rows, W columns of the image; C channels of the wire encoding.
 """
 from __future__ import annotations
 
 import array
+import io
 from typing import NamedTuple, TypedDict
 
 import cv2
 import numpy as np
+from PIL import Image as PILImage
 
 # Wire encodings of sensor_msgs/Image we decode: channels per pixel, and the cv2 conversion to RGB
 # (None: already RGB). All are 8 bits per channel, so byte order (``is_bigendian``) cannot matter.
@@ -57,6 +63,30 @@ class CompressedFields(NamedTuple):
     data: bytes
 
 
+class ImageTooLargeError(ValueError):
+    """An image declares more pixels than the cap; the message gives its size and the cap."""
+
+
+def _check_size(height: int, width: int, max_pixels: int | None, where: str) -> None:
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageTooLargeError(f"{where}: {height}x{width} = {height * width} pixels is over the cap of "
+                                 f"{max_pixels} pixels; refused before decoding")
+
+
+def compressed_image_size(data: ImageData) -> tuple[int, int]:
+    """(height, width) a JPEG or PNG declares in its header, read without decoding the pixels.
+
+    Raises:
+        ValueError: the bytes have no readable image header.
+    """
+    try:
+        with PILImage.open(io.BytesIO(bytes(_as_bytes_view(data, "CompressedImage")))) as header:
+            width, height = header.size
+    except (OSError, PILImage.DecompressionBombError) as error:  # bombs beyond Pillow's own limit: no size
+        raise ValueError(f"CompressedImage: cannot read the image header of {len(data)} bytes: {error}") from error
+    return height, width
+
+
 def _as_bytes_view(data: ImageData, where: str) -> np.ndarray:
     """uint8[N] view on ``data`` without copying; raises ValueError for a non-uint8 array."""
     if isinstance(data, np.ndarray):
@@ -67,7 +97,7 @@ def _as_bytes_view(data: ImageData, where: str) -> np.ndarray:
 
 
 def decode_image(encoding: str, height: int, width: int, step: int, data: ImageData,
-                 is_bigendian: bool = False) -> np.ndarray:
+                 is_bigendian: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """Decode the fields of a ``sensor_msgs/Image`` to RGB.
 
     Row padding is honoured: ``step`` may exceed ``width * C``; the extra bytes at the end of each row
@@ -79,11 +109,13 @@ def decode_image(encoding: str, height: int, width: int, step: int, data: ImageD
         height: rows H. width: columns W. step: bytes per row, >= W * C.
         data: ``step * H`` bytes (bytes, bytearray, memoryview, array.array or uint8[N]).
         is_bigendian: ignored: every supported encoding has one byte per channel.
+        max_pixels: refuse an image whose ``H * W`` is larger (None: no cap).
 
     Returns:
         uint8[H, W, 3] RGB, a new C-contiguous array (never a view on ``data``).
 
     Raises:
+        ImageTooLargeError: more than ``max_pixels`` pixels.
         ValueError: unsupported encoding (lists the supported ones), non-positive size, ``step`` below
             ``W * C``, or a data length other than ``step * H``; the message names the encoding.
     """
@@ -95,6 +127,7 @@ def decode_image(encoding: str, height: int, width: int, step: int, data: ImageD
     where = f"Image ({encoding}, {height}x{width}, step {step})"
     if height <= 0 or width <= 0:
         raise ValueError(f"{where}: height and width must be positive")
+    _check_size(height, width, max_pixels, where)
     if step < width * channels:
         raise ValueError(f"{where}: step must be at least width * {channels} = {width * channels} bytes")
     flat = _as_bytes_view(data, where)
@@ -129,22 +162,26 @@ def _codec(format: str) -> tuple[str, bool]:
     return codecs[0], bool(order) and order[0].startswith("rgb")
 
 
-def decode_compressed_image(format: str, data: ImageData) -> np.ndarray:
+def decode_compressed_image(format: str, data: ImageData, max_pixels: int | None = None) -> np.ndarray:
     """Decode the fields of a ``sensor_msgs/CompressedImage`` (jpeg or png) to RGB.
 
     Args:
         format: ``jpeg``, ``jpg``, ``png`` or image_transport's ``"rgb8; jpeg compressed bgr8"`` form.
         data: the compressed bytes.
+        max_pixels: refuse an image whose header declares more pixels (None: no cap).
 
     Returns:
         uint8[H, W, 3] RGB (a grey image comes back as three equal channels; alpha is dropped).
 
     Raises:
+        ImageTooLargeError: the header declares more than ``max_pixels`` pixels.
         ValueError: unsupported format (compressedDepth, tiff, ...) or bytes OpenCV cannot decode;
             the message names the format and the byte count.
     """
     codec, stored_as_rgb = _codec(format)
     flat = _as_bytes_view(data, f"CompressedImage ({format})")
+    if max_pixels is not None:
+        _check_size(*compressed_image_size(flat), max_pixels, f"CompressedImage ({format})")
     try:
         decoded = cv2.imdecode(flat, cv2.IMREAD_COLOR) if flat.size else None  # H, W, 3 in stored order
     except cv2.error:  # some corrupt streams raise instead of returning None

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dreamzero_embodiments.images import (decode_compressed_image, decode_image, encode_compressed_image,
-                                          encode_image)
+from dreamzero_embodiments.images import (ImageTooLargeError, compressed_image_size, decode_compressed_image,
+                                          decode_image, encode_compressed_image, encode_image)
 
 # A 3 x 4 RGB image whose every pixel differs: R = 10 * row + col, G = 100 + col, B = 200 + row.
 ROWS, COLS = np.mgrid[0:3, 0:4]
@@ -165,3 +165,29 @@ def test_encode_compressed_checks_format_and_quality() -> None:
         encode_compressed_image(_scene(), "webp")
     with pytest.raises(ValueError, match="quality must be in 0..100, got 101"):
         encode_compressed_image(_scene(), "jpeg", quality=101)
+
+
+# ------------------------------------------------------------------------------------- size cap
+CAP = 4 * 180 * 320  # the policy node's default: 4x a DROID camera's pixels
+
+
+@pytest.mark.parametrize("codec", ["png", "jpeg"])
+def test_an_oversized_compressed_frame_is_refused_from_its_header_before_decoding(codec: str) -> None:
+    """Only the header is read: half the body is cut off, which decoding would not survive unscathed."""
+    _, data = encode_compressed_image(np.zeros((1000, 1200, 3), np.uint8), codec)
+    header_only = data[:len(data) // 2]
+    assert compressed_image_size(header_only) == (1000, 1200)
+    with pytest.raises(ImageTooLargeError, match=r"1000x1200 = 1200000 pixels is over the cap of 230400"):
+        decode_compressed_image(codec, header_only, max_pixels=CAP)
+    small = encode_compressed_image(np.zeros((180, 320, 3), np.uint8), codec)[1]
+    assert decode_compressed_image(codec, small, max_pixels=CAP).shape == (180, 320, 3)
+
+
+def test_an_oversized_raw_frame_is_refused_from_its_fields() -> None:
+    with pytest.raises(ImageTooLargeError, match=r"8000x8000 = 64000000 pixels"):
+        decode_image("rgb8", 8000, 8000, 24000, b"", max_pixels=CAP)
+
+
+def test_bytes_without_an_image_header_have_no_size() -> None:
+    with pytest.raises(ValueError, match="cannot read the image header of 5 bytes"):
+        compressed_image_size(b"hello")

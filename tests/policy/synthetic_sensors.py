@@ -46,6 +46,7 @@ class SyntheticSensors(Node):
         self.stopped: set[str] = set()
         self.poisoned: str | None = None  # this joint reads NaN
         self.glitches: dict[str, float] = {}  # these joints read these values
+        self.oversized: set[str] = set()  # these cameras send a 2000x2000 frame
         self.published_states: list[tuple[int, np.ndarray]] = []
         self._lock = threading.Lock()
         self.state_names = list(spec.state_names) + ["unrelated_joint"]  # extra joints must be ignored
@@ -70,6 +71,8 @@ class SyntheticSensors(Node):
         stamp = now - int(self.rng.integers(0, JITTER_NS))
         self._frame_count += 1
         frame = self._frames[camera.key][self._frame_count % 4]
+        if camera.key in self.oversized:
+            frame = np.zeros((2000, 2000, 3), np.uint8)
         message = rgb_to_compressed(frame, stamp) if kind == "CompressedImage" else rgb_to_image(frame, stamp)
         publisher.publish(message)
 

@@ -169,8 +169,25 @@ def test_implausible_joint_states_are_refused_named_and_never_an_anchor(ros_cont
     assert np.all(np.abs(anchors) < 2.9), anchors  # within panda_joint1's URDF range: never the glitch
 
 
-def _diagnostic_value(collector: MessageCollector, key: str) -> float:
-    return float(next(kv.value for kv in collector.messages[-1].status[0].values if kv.key == key))
+def test_an_oversized_frame_is_refused_by_name_and_starves_nothing(ros_context, unique_name, tmp_path) -> None:
+    """2000x2000 frames on one camera (issue 12 item 10) are refused before decoding, counted and named; the
+    joint states, in their own callback group, still reach the node."""
+    with _running(unique_name, _mixed_droid(tmp_path)) as (node, sensors, listener):
+        diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
+        _start(node)
+        sensors.oversized = {"exterior_image_2_left"}  # a CompressedImage camera in this YAML: the header is read
+        wait_until(lambda: _diagnostic_value(diagnostics, "refused_oversized_frames") > 0, "oversized frames refused")
+        assert "frame from camera exterior_image_2_left" in _diagnostic_value(diagnostics, "last_refusal", str)
+        assert "2000x2000 = 4000000 pixels is over the cap of 230400" in _diagnostic_value(diagnostics, "last_refusal",
+                                                                                           str)
+        newest = node._assembler._states.latest()[0]
+        wait_until(lambda: node._assembler._states.latest()[0] > newest, "joint states still arriving")
+
+
+def _diagnostic_value(collector: MessageCollector, key: str, kind: type = float):
+    if not collector.messages:
+        return kind()
+    return kind(next(kv.value for kv in collector.messages[-1].status[0].values if kv.key == key))
 
 
 def test_remote_backend_chunks_are_absolute_and_server_errors_show_in_diagnostics(ros_context, unique_name) -> None:
