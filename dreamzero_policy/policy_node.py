@@ -13,7 +13,9 @@ finishes and its chunk is dropped). Inference runs on one worker thread, so exec
 the model and there is never more than one call in flight.
 
 Safe behaviour: no chunk is published when a camera is stale, the joint state is missing, NaN or
-out of tolerance, or the backend fails; diagnostics name the cause. Joint readings outside the URDF
+out of tolerance, or the backend fails; diagnostics name the cause. A local model process that dies
+or hangs is restarted by its backend (``backends/process.py``): WARN while it recovers (the next query
+starts a new session), ERROR once it gave up. Joint readings outside the URDF
 range or jumping faster than the URDF velocity allows (``plausibility.JointStateGate``), and frames or
 readings stamped zero or more than ``max_future_stamp_s`` ahead of the node clock, are refused,
 counted and named in diagnostics; a refused reading is never a chunk's anchor. A frame declaring more
@@ -45,7 +47,8 @@ from dreamzero_embodiments.plausibility import JointStateGate
 from dreamzero_embodiments.scheduling import QueryScheduler
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_msgs.msg import ActionChunk
-from dreamzero_policy.backends.base import BackendError, Observation, PolicyBackend
+from dreamzero_policy.backends.base import (BackendError, BackendRecoveringError, Observation, PolicyBackend,
+                                            SessionLostError)
 from dreamzero_policy.conversions import (Chunk, chunk_to_message, image_to_rgb, joint_state_arrays, rgb_to_image,
                                           stamp_to_ns)
 from dreamzero_policy.diagnostics import ERROR, OK, WARN, diagnostic_array
@@ -108,6 +111,7 @@ class PolicyNode(ManagedNode):
         self._chunk_times: deque[int] = deque(maxlen=LATENCY_WINDOW)
         self._blocked = ""
         self._last_error = ""
+        self._recovering = False
         self._dropped_images = 0
         self._refused = {"joint_states": 0, "zero_stamped_frames": 0, "future_frames": 0, "oversized_frames": 0}
         self._max_pixels: dict[str, int] = {}
@@ -284,7 +288,11 @@ class PolicyNode(ManagedNode):
         except Exception as error:  # noqa: BLE001 - thread boundary: report, never crash the node
             detail = str(error) if isinstance(error, BackendError) else traceback.format_exc()
             self._last_error = f"{type(error).__name__}: {detail}"
-            self.get_logger().error(f"inference failed: {self._last_error}", throttle_duration_sec=5.0)
+            self._recovering = isinstance(error, BackendRecoveringError)  # restarting by itself: WARN, not ERROR
+            if isinstance(error, SessionLostError):
+                self._start_session()  # the restarted model has no context: the next query starts a session
+            log = self.get_logger().warning if self._recovering else self.get_logger().error
+            log(f"inference failed: {self._last_error}", throttle_duration_sec=5.0)
             self._scheduler.hold_until(self.get_clock().now().nanoseconds + int(RETRY_AFTER_ERROR_S * 1e9))
             return
         with self._lock:
@@ -326,6 +334,7 @@ class PolicyNode(ManagedNode):
             "latency_p50_s": float(np.percentile(latencies, 50)), "latency_p95_s": float(np.percentile(latencies, 95)),
             "dropped_images": self._dropped_images, "blocked": self._blocked or "no", "last_error": self._last_error or "none",
             **{f"refused_{name}": count for name, count in self._refused.items()},
+            "model_process_restarts": getattr(self._backend, "restarts", 0),
             "last_refusal": self._last_refusal or "none",
         }
         for key, age in self._assembler.camera_ages_s(now_ns).items():
@@ -333,8 +342,12 @@ class PolicyNode(ManagedNode):
         blocked = self._blocked
         if blocked and self._last_refusal_ns > (self._chunk_times[-1] if self._chunk_times else 0):
             blocked += f"; last {self._last_refusal}"  # e.g. why no joint state is near t_obs
-        level, message = (ERROR, f"backend error: {self._last_error}") if self._last_error else (
-            (WARN, f"no chunk: {blocked}") if blocked else (OK, "publishing chunks" if self._active else "inactive"))
+        if self._last_error:
+            level, message = (WARN if self._recovering else ERROR), f"backend error: {self._last_error}"
+        elif blocked:
+            level, message = WARN, f"no chunk: {blocked}"
+        else:
+            level, message = OK, "publishing chunks" if self._active else "inactive"
         self._diagnostics_pub.publish(diagnostic_array(now_ns, f"{self.get_name()}: policy", self._spec.name, level,
                                                        message, values))
 

@@ -18,6 +18,15 @@ class BackendError(RuntimeError):
     """A backend could not produce a chunk (server error, timeout, bad response); the message says why."""
 
 
+class BackendRecoveringError(BackendError):
+    """A failure the backend recovers from by itself (its model process is being restarted): the caller
+    retries later and reports a warning, not an error."""
+
+
+class SessionLostError(BackendRecoveringError):
+    """The backend lost its session (the model process restarted): start a new session with ``reset``."""
+
+
 @dataclass(frozen=True)
 class Observation:
     """What one query sends to a backend.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -9,7 +10,8 @@ from dreamzero_policy.backends.base import BackendError, BackendPrediction, Obse
 
 
 class EchoBackend:
-    """Returns the state repeated over the horizon; ``crash`` kills the process, ``fail`` raises."""
+    """Returns the state repeated over the horizon; ``crash`` kills the process, ``fail`` raises,
+    ``sleep:<s>`` takes s seconds."""
 
     def __init__(self, horizon: int = 24) -> None:
         self.horizon = horizon
@@ -23,6 +25,8 @@ class EchoBackend:
             os._exit(3)
         if observation.prompt == "fail":
             raise BackendError("the model refused: fail")
+        if observation.prompt.startswith("sleep:"):
+            time.sleep(float(observation.prompt.removeprefix("sleep:")))
         actions = np.tile(observation.state, (self.horizon, 1))
         return BackendPrediction(actions=actions, relative=np.zeros(actions.shape[1], dtype=bool),
                                  seconds={"pid": float(os.getpid())})

@@ -169,6 +169,18 @@ def test_implausible_joint_states_are_refused_named_and_never_an_anchor(ros_cont
     assert np.all(np.abs(anchors) < 2.9), anchors  # within panda_joint1's URDF range: never the glitch
 
 
+def test_a_killed_model_process_is_restarted_and_chunks_resume_in_a_new_session(ros_context, unique_name) -> None:
+    """Issue 12 item 7: no operator needed after the local model process dies."""
+    with _running(unique_name, ROBOTS_DIR / "droid.yaml") as (node, sensors, listener):
+        chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
+        diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
+        _start(node)
+        before = chunks.wait_for(2)[-1].session_id
+        node._backend._process.kill()
+        wait_until(lambda: _diagnostic_value(diagnostics, "model_process_restarts") >= 1, "the restart reported")
+        wait_until(lambda: chunks.messages[-1].session_id != before, "chunks from a new session")
+
+
 def test_an_oversized_frame_is_refused_by_name_and_starves_nothing(ros_context, unique_name, tmp_path) -> None:
     """2000x2000 frames on one camera (issue 12 item 10) are refused before decoding, counted and named; the
     joint states, in their own callback group, still reach the node."""

@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from dreamzero_policy.backends.base import BackendError, Observation
+from dreamzero_policy.backends.base import BackendError, BackendRecoveringError, Observation, SessionLostError
 from dreamzero_policy.backends.process import ProcessBackend
 from policy.fake_backends import EchoBackend, broken_backend
+from waiting import PATIENCE_S
 
 
 def _observation(prompt: str = "wave") -> Observation:
@@ -38,13 +39,51 @@ def test_backend_errors_pass_through_and_the_process_keeps_serving() -> None:
         backend.close()
 
 
-def test_a_dead_model_process_is_reported_with_its_exit_code() -> None:
-    backend = ProcessBackend(EchoBackend, startup_timeout_s=60)
+def test_a_dead_model_process_is_reported_then_restarted_after_its_backoff_with_a_new_session() -> None:
+    """Issue 12 item 7: the model process killed (here by itself) comes back without an operator."""
+    backend = ProcessBackend(EchoBackend, startup_timeout_s=PATIENCE_S, restart_backoff_s=(PATIENCE_S,))
     try:
-        with pytest.raises(BackendError, match="died during infer .exit code 3."):
+        first_pid = backend.infer(_observation()).seconds["pid"]
+        with pytest.raises(BackendRecoveringError, match=r"died during infer \(exit code 3\); restarting it in 60 s"):
             backend.infer(_observation("crash"))
-        with pytest.raises(BackendError, match="not running"):
-            backend.infer(_observation())
+        with pytest.raises(BackendRecoveringError, match="model process is down .exit code 3.; restarting it in"):
+            backend.infer(_observation())  # within the backoff: fails at once, no restart yet
+        backend._restart_at = 0.0  # the backoff has passed
+        with pytest.raises(SessionLostError, match="has no session"):
+            backend.infer(_observation())  # restarted, but the model's session (KV cache) is gone
+        backend.reset("wave", "s2")
+        assert backend.infer(_observation()).seconds["pid"] != first_pid
+        assert backend.restarts == 1
+    finally:
+        backend.close()
+
+
+def test_a_call_over_the_timeout_stops_the_process_and_the_first_call_after_a_start_may_warm_up() -> None:
+    backend = ProcessBackend(EchoBackend, startup_timeout_s=PATIENCE_S, call_timeout_s=0.5, restart_backoff_s=(0.0,))
+    try:
+        backend.infer(_observation("sleep:1"))  # the first call includes warm-up: the start-up timeout applies
+        with pytest.raises(BackendRecoveringError, match="did not answer infer within 0.5 s; stopped it"):
+            backend.infer(_observation("sleep:30"))
+        backend.reset("wave", "s2")  # restarts it: again a first call
+        assert backend.restarts == 1
+        with pytest.raises(BackendRecoveringError, match="did not answer infer"):
+            backend.infer(_observation("sleep:30"))  # later calls: the call timeout again
+    finally:
+        backend.close()
+
+
+def test_after_max_failures_in_the_window_it_gives_up_with_an_error() -> None:
+    backend = ProcessBackend(EchoBackend, startup_timeout_s=PATIENCE_S, restart_backoff_s=(0.0,), max_failures=2)
+    try:
+        with pytest.raises(BackendRecoveringError):
+            backend.infer(_observation("crash"))
+        backend.reset("wave", "s2")
+        with pytest.raises(BackendError, match="failed 2 times within 300 s; not restarting it") as caught:
+            backend.infer(_observation("crash"))
+        assert not isinstance(caught.value, BackendRecoveringError)
+        with pytest.raises(BackendError, match="reconfigure the node"):
+            backend.reset("wave", "s3")
+        assert backend.restarts == 1
     finally:
         backend.close()
 
