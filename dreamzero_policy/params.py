@@ -128,6 +128,9 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param("max_image_pixels_factor", 4.0, "A frame declaring more than this many times its camera's pixels "
                                           "(embodiment YAML resolution) is refused before decoding.",
           bounds=(1.0, 1000.0)),
+    Param("max_chunk_age_s", 0.0, "A chunk older than this (from t_obs) when computed is not published; 0: its "
+                                  "horizon (24 steps x dt), after which no step of it could still be executed.",
+          bounds=(0.0, 3600.0)),
     Param("publish_predicted_video", True, "Publish the decoded predicted mosaic frames on ~/predicted_video."),
     Param("diagnostics_rate_hz", 1.0, "Rate of /diagnostics messages.", bounds=(0.1, 100.0)),
     Param("tick_rate_hz", 50.0, "Rate at which the node checks whether a query is due.", bounds=(1.0, 1000.0)),
@@ -163,6 +166,7 @@ class PolicySettings:
     state_tolerance_s: float
     max_future_stamp_s: float
     max_image_pixels_factor: float
+    max_chunk_age_s: float
     publish_predicted_video: bool
     diagnostics_rate_hz: float
     tick_rate_hz: float

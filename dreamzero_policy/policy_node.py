@@ -15,7 +15,10 @@ the model and there is never more than one call in flight.
 Safe behaviour: no chunk is published when a camera is stale, the joint state is missing, NaN or
 out of tolerance, or the backend fails; diagnostics name the cause. A local model process that dies
 or hangs is restarted by its backend (``backends/process.py``): WARN while it recovers (the next query
-starts a new session), ERROR once it gave up. Joint readings outside the URDF
+starts a new session), ERROR once it gave up. A chunk older than ``max_chunk_age_s`` (by default its
+horizon: none of its steps could still be executed) when computed is not published; diagnostics
+report the age of the call in flight and of the last chunk, WARN past one horizon without a chunk,
+ERROR past ``call_timeout_s``. Joint readings outside the URDF
 range or jumping faster than the URDF velocity allows (``plausibility.JointStateGate``), and frames or
 readings stamped zero or more than ``max_future_stamp_s`` ahead of the node clock, are refused,
 counted and named in diagnostics; a refused reading is never a chunk's anchor. A frame declaring more
@@ -112,6 +115,11 @@ class PolicyNode(ManagedNode):
         self._blocked = ""
         self._last_error = ""
         self._recovering = False
+        self._inflight_since_ns = 0
+        self._active_since_ns = 0
+        self._too_old = 0  # chunks older than their horizon when done: not published
+        self._last_too_old = ""
+        self._last_too_old_ns = 0
         self._dropped_images = 0
         self._refused = {"joint_states": 0, "zero_stamped_frames": 0, "future_frames": 0, "oversized_frames": 0}
         self._max_pixels: dict[str, int] = {}
@@ -170,6 +178,7 @@ class PolicyNode(ManagedNode):
     def _set_active(self, active: bool) -> None:
         if active:
             self._start_session()
+            self._active_since_ns = self.get_clock().now().nanoseconds
         self._active = active
     def _teardown(self) -> None:
         """One cleanup path for cleanup, shutdown and a failed configure; tolerates partial state."""
@@ -276,6 +285,7 @@ class PolicyNode(ManagedNode):
         observation = Observation(t_obs_ns=assembled.t_obs_ns, views=assembled.views, state=assembled.state,
                                   prompt=self._prompt, session_id=self._session_id,
                                   first_of_session=self._first_of_session)
+        self._inflight_since_ns = now_ns
         self._inflight = self._worker.submit(self._infer, observation)
 
     # ---------------------------------------------------------------- worker thread
@@ -295,12 +305,26 @@ class PolicyNode(ManagedNode):
             log(f"inference failed: {self._last_error}", throttle_duration_sec=5.0)
             self._scheduler.hold_until(self.get_clock().now().nanoseconds + int(RETRY_AFTER_ERROR_S * 1e9))
             return
+        now_ns = self.get_clock().now().nanoseconds
+        latency_s = (now_ns - observation.t_obs_ns) * 1e-9
+        max_age_s = self._settings.max_chunk_age_s or self._spec.timing.horizon * self._spec.timing.dt
         with self._lock:
             if not self._active or observation.session_id != self._session_id:
                 return  # deactivated or a new session started while this call ran: drop its chunk
             self._first_of_session = False
-            self._chunk_id += 1
+            too_old = latency_s > max_age_s
+            if not too_old:
+                self._chunk_id += 1
             chunk_id = self._chunk_id
+        if too_old:  # every step is in the past: the robot could not execute any of it
+            self._too_old += 1
+            self._last_too_old_ns = now_ns
+            self._last_too_old = (f"a chunk was {latency_s:.2f} s old when computed, older than max_chunk_age_s "
+                                  f"{max_age_s:.2f} s: not published")
+            self.get_logger().warning(self._last_too_old, throttle_duration_sec=5.0)
+            self._scheduler.record(observation.t_obs_ns, latency_s)
+            self._last_error = ""
+            return
         self._publish(observation, prediction, chunk_id)
 
     def _publish(self, observation: Observation, prediction, chunk_id: int) -> None:
@@ -335,6 +359,8 @@ class PolicyNode(ManagedNode):
             "dropped_images": self._dropped_images, "blocked": self._blocked or "no", "last_error": self._last_error or "none",
             **{f"refused_{name}": count for name, count in self._refused.items()},
             "model_process_restarts": getattr(self._backend, "restarts", 0),
+            "call_in_flight_s": self._call_age_s(now_ns), "last_chunk_age_s": self._chunk_age_s(now_ns),
+            "chunks_too_old": self._too_old,
             "last_refusal": self._last_refusal or "none",
         }
         for key, age in self._assembler.camera_ages_s(now_ns).items():
@@ -347,9 +373,38 @@ class PolicyNode(ManagedNode):
         elif blocked:
             level, message = WARN, f"no chunk: {blocked}"
         else:
-            level, message = OK, "publishing chunks" if self._active else "inactive"
+            level, message = self._progress(now_ns)
         self._diagnostics_pub.publish(diagnostic_array(now_ns, f"{self.get_name()}: policy", self._spec.name, level,
                                                        message, values))
+
+
+    def _call_age_s(self, now_ns: int) -> float:
+        """Seconds the call in flight has run (0 when none)."""
+        running = self._inflight is not None and not self._inflight.done()
+        return (now_ns - self._inflight_since_ns) * 1e-9 if running else 0.0
+
+    def _chunk_age_s(self, now_ns: int) -> float:
+        """Seconds since the last chunk was published (since activation before the first; 0 inactive)."""
+        if not (self._active and self._enabled):
+            return 0.0
+        since_ns = max(self._chunk_times[-1] if self._chunk_times else 0, self._active_since_ns)
+        return (now_ns - since_ns) * 1e-9
+
+    def _progress(self, now_ns: int) -> tuple[int, str]:
+        """OK while fresh chunks come; WARN once none is newer than ``max_chunk_age_s`` (by default one horizon:
+        the robot holds) or one was too old to publish; ERROR when none came for ``call_timeout_s``."""
+        if not (self._active and self._enabled):
+            return OK, "inactive" if not self._active else "disabled"
+        max_age_s = self._settings.max_chunk_age_s or self._spec.timing.horizon * self._spec.timing.dt
+        age_s, call_s = self._chunk_age_s(now_ns), self._call_age_s(now_ns)
+        what = f"no chunk for {age_s:.1f} s (call in flight for {call_s:.1f} s)"
+        if age_s > self._settings.call_timeout_s:
+            return ERROR, f"{what}, longer than call_timeout_s {self._settings.call_timeout_s:g} s"
+        if self._last_too_old_ns > (self._chunk_times[-1] if self._chunk_times else 0):
+            return WARN, self._last_too_old
+        if age_s > max_age_s:
+            return WARN, f"{what}, longer than max_chunk_age_s {max_age_s:.2f} s: the robot holds"
+        return OK, "publishing chunks"
 
 
 def main(args: list[str] | None = None) -> None:

@@ -8,6 +8,10 @@ Before anything imports rclpy, this sets for this process and every process a te
   concurrent runs and workers never hear each other.
 * ``ROS_LOG_DIR``: a temporary folder, removed at exit.
 * ``AMENT_PREFIX_PATH``: the virtual environment, where the project and dreamzero_msgs are indexed.
+* ``OMP_NUM_THREADS=1`` (unless set): one torch/OpenMP thread per process. CI's 2 cores are shared by
+  model processes, renderers, DDS and sometimes a second suite; OpenMP threads wait for each other at
+  every operator, which a descheduled thread stalls. With three suites at once a tiny-model call took
+  5-16 s instead of 0.25-0.5 s and a 30 s training test overran its 300 s timeout.
 
 Fixtures: ``ros_context`` (rclpy initialised once per session; only tests that ask for it load
 rclpy) and ``unique_name`` (topic/node names that do not collide between tests).
@@ -51,6 +55,7 @@ def _claim_domain_id() -> int:
 
 
 def _set_ros_environment() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported anywhere (see module docstring)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_DOMAIN_ID"] = str(_claim_domain_id())
     log_dir = tempfile.mkdtemp(prefix="dreamzero-ros-log-")

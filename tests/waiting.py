@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 # How long a test waits for something that must happen. Not a performance bound (bench/ measures speed).
-PATIENCE_S = 60.0
+PATIENCE_S = 120.0
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout_s: float = PATIENCE_S, poll_s: float = 0.01) -> None:

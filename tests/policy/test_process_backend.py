@@ -41,10 +41,10 @@ def test_backend_errors_pass_through_and_the_process_keeps_serving() -> None:
 
 def test_a_dead_model_process_is_reported_then_restarted_after_its_backoff_with_a_new_session() -> None:
     """Issue 12 item 7: the model process killed (here by itself) comes back without an operator."""
-    backend = ProcessBackend(EchoBackend, startup_timeout_s=PATIENCE_S, restart_backoff_s=(PATIENCE_S,))
+    backend = ProcessBackend(EchoBackend, startup_timeout_s=PATIENCE_S, restart_backoff_s=(3600.0,))
     try:
         first_pid = backend.infer(_observation()).seconds["pid"]
-        with pytest.raises(BackendRecoveringError, match=r"died during infer \(exit code 3\); restarting it in 60 s"):
+        with pytest.raises(BackendRecoveringError, match=r"died during infer \(exit code 3\); restarting it in 3600 s"):
             backend.infer(_observation("crash"))
         with pytest.raises(BackendRecoveringError, match="model process is down .exit code 3.; restarting it in"):
             backend.infer(_observation())  # within the backoff: fails at once, no restart yet
