@@ -156,6 +156,7 @@ class _Recorded:
 
     def __init__(self, spec: EmbodimentSpec, topics: BagTopics) -> None:
         self.columns = tuple(dict.fromkeys(spec.state_names + spec.action_names))
+        self._known = frozenset(self.columns)
         self.topics = topics
         self.group_of = {topic: name for name, topic in topics.commands.items()}
         self.width = {g.name: len(g.names) for g in spec.controller_groups}
@@ -165,6 +166,7 @@ class _Recorded:
         self._receive_offset_ns: int | None = None  # receive time - header stamp of the newest joint state
         self.bad: Counter = Counter()
         self.bad_example: dict[str, str] = {}
+        self.other_names: dict[str, None] = {}  # joint names in the messages that the embodiment does not have
 
     def add(self, topic: str, msg: object, receive_ns: int) -> None:
         if topic == self.topics.joint_states:
@@ -175,6 +177,7 @@ class _Recorded:
                 self.bad_example.setdefault("bad joint state", str(error))
                 return
             row = dict(zip(names, positions))
+            self.other_names.update(dict.fromkeys(n for n in names if n not in self._known))
             stamp = stamp_to_ns(msg.header.stamp)
             self._stamps.append(stamp)
             self._values.extend(row.get(name, np.nan) for name in self.columns)
@@ -268,7 +271,11 @@ class _Run:
 
     def _block(self, cause: str, error: Exception) -> None:
         self.blocked[cause] += 1
-        self.blocked_example.setdefault(cause, str(error))
+        example = str(error)
+        if "missing joints" in example and self.recorded.other_names:  # only the embodiment's joints are kept
+            example += (f"; the bag's joint states carry {list(self.recorded.other_names)}, which are not joints "
+                        f"of {self.spec.name}")
+        self.blocked_example.setdefault(cause, example)
 
     def _query(self) -> None:
         first = not self.t_obs

@@ -60,8 +60,10 @@ def _image(index: int, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
 
 
 def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3",
-                    image_size: tuple[int, int] = IMAGE_SIZE) -> dict[str, int]:
-    """Write the bag (see module docstring); returns the message count per topic."""
+                    image_size: tuple[int, int] = IMAGE_SIZE,
+                    joint_names: tuple[str, ...] = SPEC.state_names) -> dict[str, int]:
+    """Write the bag (see module docstring) with ``joint_names`` in the joint states; returns the message
+    count per topic."""
     import cv2
 
     typestore = typestore_for(["sensor_msgs/msg/Image"])
@@ -92,7 +94,7 @@ def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3",
     for j in range(int(duration_s * JOINT_HZ) + 1):
         t_ns = START_NS + round(j * 1e9 / JOINT_HZ)
         state = types["sensor_msgs/msg/JointState"](
-            header=_header(typestore, t_ns, ""), name=list(SPEC.state_names),
+            header=_header(typestore, t_ns, ""), name=list(joint_names),
             position=np.append(arm_positions(t_ns), GRIPPER_RAD), velocity=np.zeros(0), effort=np.zeros(0))
         messages.append((t_ns + RECEIVE_DELAY_NS, "/joint_states", state, "sensor_msgs/msg/JointState"))
     messages.sort(key=lambda item: item[0])

@@ -139,6 +139,18 @@ def test_eval_reports_the_largest_frame_offset_across_a_camera_gap(sqlite_bag, t
     assert f"| exterior_image_1_left | {half_gap_ms:.4f} |" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_eval_of_a_bag_with_other_joint_names_names_them(tmp_path) -> None:
+    """An FR3 bag (fr3_joint1..7) evaluated as DROID (panda_joint1..7): every query is blocked, and the
+    example names the joints the messages carried, not an empty list (issue 12 item 11)."""
+    fr3 = tuple(f"fr3_joint{i}" for i in range(1, 8)) + ("fr3_finger_joint1",)
+    path = tmp_path / "fr3"
+    write_droid_bag(path, 3.0, joint_names=fr3)
+    result = evaluate_bag(path, SPEC, KnownMotionBackend("hold"), OPTIONS)
+    (cause, example), = result.blocked_example.items()
+    assert "missing joints ['panda_joint1'" in example
+    assert f"the bag's joint states carry {list(fr3)}, which are not joints of droid" in example
+
+
 def test_eval_names_what_the_bag_lacks(sqlite_bag) -> None:
     path, _ = sqlite_bag
     with pytest.raises(EvalError, match=r"camera wrist_image_left: /cameras/wrist/image_raw is missing.*"
