@@ -27,7 +27,9 @@ Predicted video frames (backends that decode them) are paired with the recorded 
 (t_obs + (i + 1) frame_stride dt, as the policy node stamps them) and written side by side to an MP4
 as the bag goes by. A query that cannot be assembled (a camera missing or stale, no joint state near
 t_obs) is counted by cause and retried at the next frame; a backend error ends the evaluation with
-that error. Topics come from the embodiment YAML under ``namespace``, or from ``camera_topics``.
+that error. As in the policy node, a frame or joint state stamped more than ``max_future_stamp_s``
+after it was received (bag time) is refused and counted, so a clock that jumped ahead cannot move the
+evaluation clock or become an anchor. Topics come from the embodiment YAML under ``namespace``, or from ``camera_topics``.
 """
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ class EvalOptions:
     camera_timeout_s: float = 0.5
     frame_tolerance_s: float = 0.15
     state_tolerance_s: float = 0.1
+    max_future_stamp_s: float = 0.2
     max_chunks: int = 0
     progress: bool = True
 
@@ -154,7 +157,8 @@ class _Recorded:
     stamps (a recorder whose executor lags receives topics in bursts); sorted, they can be fed to the
     assembler up to any time in order."""
 
-    def __init__(self, spec: EmbodimentSpec, topics: BagTopics) -> None:
+    def __init__(self, spec: EmbodimentSpec, topics: BagTopics, max_future_stamp_ns: int) -> None:
+        self.max_future_stamp_ns = max_future_stamp_ns
         self.columns = tuple(dict.fromkeys(spec.state_names + spec.action_names))
         self._known = frozenset(self.columns)
         self.topics = topics
@@ -179,6 +183,12 @@ class _Recorded:
             row = dict(zip(names, positions))
             self.other_names.update(dict.fromkeys(n for n in names if n not in self._known))
             stamp = stamp_to_ns(msg.header.stamp)
+            if stamp - receive_ns > self.max_future_stamp_ns:
+                cause = "joint state stamped ahead of its receive time"
+                self.bad[cause] += 1
+                self.bad_example.setdefault(cause, f"stamped {(stamp - receive_ns) * 1e-9:.3f} s after it was "
+                                                   f"received (max_future_stamp_s)")
+                return
             self._stamps.append(stamp)
             self._values.extend(row.get(name, np.nan) for name in self.columns)
             self._receive_offset_ns = receive_ns - stamp
@@ -233,8 +243,13 @@ class _Run:
         self.blocked: Counter = Counter(recorded.bad)
         self.blocked_example: dict[str, str] = dict(recorded.bad_example)
 
-    def on_frame(self, topic: str, msg: object) -> None:
+    def on_frame(self, topic: str, msg: object, receive_ns: int) -> None:
         key, stamp = self.camera_of[topic], stamp_to_ns(msg.header.stamp)
+        if stamp - receive_ns > self.recorded.max_future_stamp_ns:  # would move the evaluation clock ahead
+            self._block("frame stamped ahead of its receive time",
+                        ValueError(f"{topic}: stamped {(stamp - receive_ns) * 1e-9:.3f} s after it was received "
+                                   f"(max_future_stamp_s)"))
+            return
         try:
             rgb = image_to_rgb(msg)
         except ValueError as error:
@@ -367,7 +382,7 @@ def evaluate_bag(path: Path, spec: EmbodimentSpec, backend: PolicyBackend, optio
         topics = _checked_topics(reader, spec, options)
         cameras = [c for c in reader.connections if c.topic in set(topics.cameras.values())]
         robot = [c for c in reader.connections if c.topic in {topics.joint_states, *topics.commands.values()}]
-        recorded = _Recorded(spec, topics)
+        recorded = _Recorded(spec, topics, round(options.max_future_stamp_s * 1e9))
         messages = 0
         with tqdm(total=sum(c.msgcount for c in cameras + robot), unit="msg", disable=not options.progress,
                   desc=f"eval-bag {path.name}") as progress:
@@ -377,8 +392,8 @@ def evaluate_bag(path: Path, spec: EmbodimentSpec, backend: PolicyBackend, optio
                 progress.update()
             recorded.finish()
             run = _Run(spec, backend, options, recorded, video)
-            for connection, _, raw in reader.messages(cameras):
-                run.on_frame(connection.topic, deserialize_message(raw, message_class(connection.msgtype)))
+            for connection, receive_ns, raw in reader.messages(cameras):
+                run.on_frame(connection.topic, deserialize_message(raw, message_class(connection.msgtype)), receive_ns)
                 messages += 1
                 progress.update()
                 progress.set_postfix(chunks=len(run.t_obs), refresh=False)

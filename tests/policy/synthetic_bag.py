@@ -61,9 +61,17 @@ def _image(index: int, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
 
 def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3",
                     image_size: tuple[int, int] = IMAGE_SIZE,
-                    joint_names: tuple[str, ...] = SPEC.state_names) -> dict[str, int]:
+                    joint_names: tuple[str, ...] = SPEC.state_names,
+                    stamp_jump: tuple[float, float, float] | None = None) -> dict[str, int]:
     """Write the bag (see module docstring) with ``joint_names`` in the joint states; returns the message
-    count per topic."""
+    count per topic. ``stamp_jump`` (from_s, to_s, jump_s): the header stamps of messages between from_s
+    and to_s into the bag are jump_s ahead of their time (a clock that stepped and came back)."""
+
+    def stamp_of(t_ns: int) -> int:
+        if stamp_jump is not None and stamp_jump[0] <= (t_ns - START_NS) * 1e-9 < stamp_jump[1]:
+            return t_ns + round(stamp_jump[2] * 1e9)
+        return t_ns
+
     import cv2
 
     typestore = typestore_for(["sensor_msgs/msg/Image"])
@@ -74,7 +82,7 @@ def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3",
     for i in range(int(duration_s * CAMERA_HZ) + 1):
         t_ns = START_NS + round(i * 1e9 / CAMERA_HZ)
         for camera in SPEC.cameras:
-            header = _header(typestore, t_ns, camera.key)
+            header = _header(typestore, stamp_of(t_ns), camera.key)
             rgb = _image(i, image_size)
             if camera.key == "wrist_image_left":
                 ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -94,7 +102,7 @@ def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3",
     for j in range(int(duration_s * JOINT_HZ) + 1):
         t_ns = START_NS + round(j * 1e9 / JOINT_HZ)
         state = types["sensor_msgs/msg/JointState"](
-            header=_header(typestore, t_ns, ""), name=list(joint_names),
+            header=_header(typestore, stamp_of(t_ns), ""), name=list(joint_names),
             position=np.append(arm_positions(t_ns), GRIPPER_RAD), velocity=np.zeros(0), effort=np.zeros(0))
         messages.append((t_ns + RECEIVE_DELAY_NS, "/joint_states", state, "sensor_msgs/msg/JointState"))
     messages.sort(key=lambda item: item[0])

@@ -151,6 +151,21 @@ def test_eval_of_a_bag_with_other_joint_names_names_them(tmp_path) -> None:
     assert f"the bag's joint states carry {list(fr3)}, which are not joints of droid" in example
 
 
+def test_eval_refuses_messages_stamped_ahead_of_bag_time(tmp_path) -> None:
+    """Stamps that jump 10 s ahead for a second and come back (issue 12 item 4): those frames and joint
+    states are refused and counted; no chunk is anchored in their future."""
+    path = tmp_path / "jumped"
+    write_droid_bag(path, BAG_SECONDS, stamp_jump=(2.0, 3.0, 10.0))
+    result = evaluate_bag(path, SPEC, KnownMotionBackend("hold"), OPTIONS)
+    assert result.blocked["frame stamped ahead of its receive time"] == 3 * CAMERA_HZ
+    assert result.blocked["joint state stamped ahead of its receive time"] == JOINT_HZ
+    ahead_s = (10 * 10**9 - RECEIVE_DELAY_NS) * 1e-9
+    assert f"stamped {ahead_s:.3f} s after it was received" in result.blocked_example[
+        "frame stamped ahead of its receive time"]
+    end_ns = START_NS + round((BAG_SECONDS + 0.1) * 1e9)
+    assert len(result.t_obs_ns) > 0 and np.all(np.asarray(result.t_obs_ns) < end_ns)
+
+
 def test_eval_names_what_the_bag_lacks(sqlite_bag) -> None:
     path, _ = sqlite_bag
     with pytest.raises(EvalError, match=r"camera wrist_image_left: /cameras/wrist/image_raw is missing.*"
