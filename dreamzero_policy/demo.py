@@ -193,11 +193,15 @@ def _run_closed_loop(recorder: DemoRecorder, duration_s: float) -> float:
     return started
 
 
-def run_demo(duration_s: float, output_dir: Path, prompt: str, camera_rate_hz: float) -> dict:
-    """Run the closed loop and write the run folder; returns the summary."""
+def run_demo(duration_s: float, output_dir: Path, prompt: str, camera_rate_hz: float,
+             embodiment: str | Path = "droid") -> dict:
+    """Run the closed loop and write the run folder; returns the summary. ``embodiment``: DROID, or a
+    variant YAML of it (same cameras, joints and topics as the simulation; e.g. another action rate)."""
+    from dreamzero_policy.paths import share_dir
     from dreamzero_policy.robot_limits import LimitSettings, robot_limits
 
-    options = GraphOptions(embodiment="droid", with_sim=True, prompt=prompt, overrides={
+    options = GraphOptions(embodiment=str(embodiment), with_sim=True, prompt=prompt,
+                           params_file=str(share_dir() / "launch" / "params" / "droid.yaml"), overrides={
         # 50 Hz commands (robots: 100): the whole graph shares one Python process and, on 2 cores, the CPU with
         # the renderer and the model; at 100 Hz the executor lagged and chunks came later (latency p50 1.7 s
         # against 1.3 s, the horizon being 1.6 s).
