@@ -27,6 +27,8 @@ extrapolates; before the first chunk it publishes nothing.
 """
 from __future__ import annotations
 
+import functools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +57,17 @@ from dreamzero_policy.params import ADAPTER_NODE_PARAMS, declare, read
 from dreamzero_policy.qos import reliable_qos
 from dreamzero_policy.robot_limits import LimitSettings, robot_limits
 STATE_HISTORY = 2000  # joint states kept to check a chunk's anchor: 4 s at 500 Hz
+
+
+def _holding_plan_lock(method):
+    """Run ``method`` holding the node's plan lock. The plan (execution buffer, limiter, e-stop) is changed by
+    chunk and e-stop callbacks and by lifecycle transitions, which may run in another thread than the command
+    timer (``lifecycle.serving`` deactivates from the main thread while the executor still spins)."""
+    @functools.wraps(method)
+    def locked(self, *args):
+        with self._plan_lock:
+            return method(self, *args)
+    return locked
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,7 @@ class AdapterNode(ManagedNode):
         self._diagnostics_pub = None
         self._active = False
         self._estop = False
+        self._plan_lock = threading.Lock()
         self._command: np.ndarray | None = None
         self._last_tick_ns: int | None = None
         self._joint_state: tuple[int, dict[str, float]] | None = None
@@ -153,6 +167,7 @@ class AdapterNode(ManagedNode):
         ]
         self.get_logger().info(f"configured: {spec.name}, {len(names)} action dims, output {settings.output_mode}")
 
+    @_holding_plan_lock
     def _set_active(self, active: bool) -> None:
         self._active = active
         if not active:
@@ -184,18 +199,21 @@ class AdapterNode(ManagedNode):
         self._joint_state = (self.get_clock().now().nanoseconds, by_name)
         self._states.push(stamp_to_ns(msg.header.stamp), by_name)
 
+    @_holding_plan_lock
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and not self._estop:
             self.get_logger().warning("e-stop: holding until ~/clear_estop")
             self._estop = True
             self._buffer.clear()
 
+    @_holding_plan_lock
     def _on_clear_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._estop = False
         self._watchdog.reset()
         response.success, response.message = True, "e-stop cleared; waiting for the next chunk"
         return response
 
+    @_holding_plan_lock
     def _on_chunk(self, msg: ActionChunk) -> None:
         now_ns = self.get_clock().now().nanoseconds
         if self._estop or not self._active:
@@ -288,6 +306,7 @@ class AdapterNode(ManagedNode):
             self._hold_reason = self._hold_reason or "no chunk step covers now"
         return None
 
+    @_holding_plan_lock
     def _tick(self) -> None:
         if not self._active:
             return
