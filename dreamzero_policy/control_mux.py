@@ -4,7 +4,8 @@ Graph, per controller group of the embodiment YAML: inputs ``teleop/<group>`` an
 (``std_msgs/Float64MultiArray`` for joint groups, ``geometry_msgs/Twist`` for a base), output on the
 group's ``command_topic`` (e.g. ``arm_controller/commands``). ``~/set_mode``
 (dreamzero_msgs/SetControlMode: teleop | policy | hold) switches modes; ``~/mode`` (std_msgs/String,
-latched) tells the current one; ``joint_states`` seeds the first command; ``diagnostics``.
+latched) tells the current one; ``joint_states`` seeds the first command (implausible readings are
+refused, ``plausibility.JointStateGate``); ``diagnostics``.
 Parameters: :data:`dreamzero_policy.params.CONTROL_MUX_PARAMS`.
 
 Behaviour (pure logic in :mod:`dreamzero_embodiments.mux`): a stale input (deadman) holds its group;
@@ -29,9 +30,10 @@ from std_srvs.srv import Trigger
 
 from dreamzero_embodiments.limits import RateLimiter, clamp_twist, tick_interval_s
 from dreamzero_embodiments.mux import ModeArbiter
+from dreamzero_embodiments.plausibility import JointStateGate
 from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_embodiment
 from dreamzero_msgs.srv import SetControlMode
-from dreamzero_policy.conversions import command_message, command_values, joint_state_arrays
+from dreamzero_policy.conversions import command_message, command_values, joint_state_arrays, stamp_to_ns
 from dreamzero_policy.diagnostics import OK, WARN, diagnostic_array
 from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import CONTROL_MUX_PARAMS, declare, read
@@ -55,6 +57,7 @@ class ControlMux(ManagedNode):
         self._mode_pub = self._diagnostics_pub = self._reset_client = None
         self._entities: list = []
         self._joint_state: tuple[int, dict[str, float]] | None = None
+        self._state_gate: JointStateGate | None = None
         self._last_tick_ns: int | None = None
         self._active = False
         self._reasons: dict[str, str] = {}
@@ -65,6 +68,7 @@ class ControlMux(ManagedNode):
         values = self._values = read(self, CONTROL_MUX_PARAMS)
         spec = self._spec = load_embodiment(values["embodiment"])
         limits = robot_limits(spec, LimitSettings.from_values(values))
+        self._state_gate = JointStateGate(limits, spec.safety)  # a seed is a command: never from a glitch
         self._arbiter = ModeArbiter(tuple(g.name for g in spec.controller_groups), values["deadman_timeout_s"],
                                     values["blend_time_s"], values["auto_override"], values["initial_mode"])
         for group in spec.controller_groups:
@@ -107,9 +111,12 @@ class ControlMux(ManagedNode):
     def _on_joint_state(self, msg: JointState) -> None:
         try:
             names, positions = joint_state_arrays(msg)
-        except ValueError:
+            by_name = dict(zip(names, positions.tolist()))
+            self._state_gate.check(stamp_to_ns(msg.header.stamp), by_name)
+        except ValueError as error:  # plausibility.ImplausibleError too
+            self.get_logger().warning(f"refused joint state: {error}", throttle_duration_sec=2.0)
             return
-        self._joint_state = (self.get_clock().now().nanoseconds, dict(zip(names, positions)))
+        self._joint_state = (self.get_clock().now().nanoseconds, by_name)
 
     def _on_input(self, source: str, group: ControllerGroup, msg: Float64MultiArray | Twist) -> None:
         values = command_values(msg)

@@ -307,7 +307,7 @@ class PolicyNode(ManagedNode):
             return
         now_ns = self.get_clock().now().nanoseconds
         latency_s = (now_ns - observation.t_obs_ns) * 1e-9
-        max_age_s = self._settings.max_chunk_age_s or self._spec.timing.horizon * self._spec.timing.dt
+        max_age_s = self._max_chunk_age_s()
         with self._lock:
             if not self._active or observation.session_id != self._session_id:
                 return  # deactivated or a new session started while this call ran: drop its chunk
@@ -378,6 +378,10 @@ class PolicyNode(ManagedNode):
                                                        message, values))
 
 
+    def _max_chunk_age_s(self) -> float:
+        """``max_chunk_age_s``, or when 0 the chunk's horizon (after it no step can still be executed)."""
+        return self._settings.max_chunk_age_s or self._spec.timing.horizon * self._spec.timing.dt
+
     def _call_age_s(self, now_ns: int) -> float:
         """Seconds the call in flight has run (0 when none)."""
         running = self._inflight is not None and not self._inflight.done()
@@ -395,7 +399,7 @@ class PolicyNode(ManagedNode):
         the robot holds) or one was too old to publish; ERROR when none came for ``call_timeout_s``."""
         if not (self._active and self._enabled):
             return OK, "inactive" if not self._active else "disabled"
-        max_age_s = self._settings.max_chunk_age_s or self._spec.timing.horizon * self._spec.timing.dt
+        max_age_s = self._max_chunk_age_s()
         age_s, call_s = self._chunk_age_s(now_ns), self._call_age_s(now_ns)
         what = f"no chunk for {age_s:.1f} s (call in flight for {call_s:.1f} s)"
         if age_s > self._settings.call_timeout_s:
