@@ -46,7 +46,7 @@ from dreamzero_embodiments.execution import ExecutionBuffer
 from dreamzero_embodiments.limits import JointLimitSet, RateLimiter, tick_interval_s
 from dreamzero_embodiments.plausibility import ImplausibleError, JointStateGate, check_chunk
 from dreamzero_embodiments.smoothing import SmoothingConfig, smooth_chunk
-from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
+from dreamzero_embodiments.spec import EmbodimentSpec
 from dreamzero_embodiments.watchdog import ChunkWatchdog
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.conversions import (command_message, joint_state_arrays, message_to_chunk, ns_to_stamp,
@@ -55,7 +55,7 @@ from dreamzero_policy.diagnostics import ERROR, OK, WARN, diagnostic_array
 from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import ADAPTER_NODE_PARAMS, declare, read
 from dreamzero_policy.qos import reliable_qos
-from dreamzero_policy.robot_limits import LimitSettings, robot_limits
+from dreamzero_policy.robot_limits import LimitSettings, robot_embodiment, robot_limits
 STATE_HISTORY = 2000  # joint states kept to check a chunk's anchor: 4 s at 500 Hz
 
 
@@ -138,7 +138,7 @@ class AdapterNode(ManagedNode):
     # ---------------------------------------------------------------- lifecycle
     def _setup(self) -> None:
         settings = self._settings = AdapterSettings.from_node(self)
-        spec = self._spec = load_embodiment(settings.embodiment)
+        spec = self._spec = robot_embodiment(settings.embodiment, settings.limits)
         self._limits = robot_limits(spec, settings.limits)
         self._state_gate = JointStateGate(self._limits, spec.safety)
         self._buffer = ExecutionBuffer(spec.timing.dt, settings.blend_steps, spec.timing.horizon)

@@ -174,6 +174,9 @@ def _add_bag_commands(commands) -> None:
     evaluate.add_argument("--namespace", default="", help="namespace the embodiment's topics were recorded under")
     evaluate.add_argument("--camera-topic", action="append", default=[], metavar="KEY=TOPIC",
                           help="topic of one camera, overriding the YAML (repeatable)")
+    evaluate.add_argument("--joint-name-map", action="append", default=[], metavar="YAML_NAME=BAG_NAME",
+                          help="rename the embodiment's joints as the bag names them, one joint or a prefix "
+                               "'panda_*=fr3_*' (an FR3 on DROID; repeatable)")
     evaluate.add_argument("--execute-steps", type=int, default=0, help="steps between queries (0: the horizon)")
     evaluate.add_argument("--max-chunks", type=int, default=0, help="stop after this many chunks (0: whole bag)")
     evaluate.add_argument("--frame-mode", default="training", choices=("training", "official"))

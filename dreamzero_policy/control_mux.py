@@ -31,14 +31,14 @@ from std_srvs.srv import Trigger
 from dreamzero_embodiments.limits import RateLimiter, clamp_twist, tick_interval_s
 from dreamzero_embodiments.mux import ModeArbiter
 from dreamzero_embodiments.plausibility import JointStateGate
-from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_embodiment
+from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec
 from dreamzero_msgs.srv import SetControlMode
 from dreamzero_policy.conversions import command_message, command_values, joint_state_arrays, stamp_to_ns
 from dreamzero_policy.diagnostics import OK, WARN, diagnostic_array
 from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import CONTROL_MUX_PARAMS, declare, read
 from dreamzero_policy.qos import latched_qos, reliable_qos
-from dreamzero_policy.robot_limits import LimitSettings, robot_limits
+from dreamzero_policy.robot_limits import LimitSettings, robot_embodiment, robot_limits
 
 
 class ControlMux(ManagedNode):
@@ -66,8 +66,9 @@ class ControlMux(ManagedNode):
     # ---------------------------------------------------------------- lifecycle
     def _setup(self) -> None:
         values = self._values = read(self, CONTROL_MUX_PARAMS)
-        spec = self._spec = load_embodiment(values["embodiment"])
-        limits = robot_limits(spec, LimitSettings.from_values(values))
+        robot = LimitSettings.from_values(values)
+        spec = self._spec = robot_embodiment(values["embodiment"], robot)
+        limits = robot_limits(spec, robot)
         self._state_gate = JointStateGate(limits, spec.safety)  # a seed is a command: never from a glitch
         self._arbiter = ModeArbiter(tuple(g.name for g in spec.controller_groups), values["deadman_timeout_s"],
                                     values["blend_time_s"], values["auto_override"], values["initial_mode"])

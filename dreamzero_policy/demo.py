@@ -211,7 +211,7 @@ def run_demo(duration_s: float, output_dir: Path, prompt: str, camera_rate_hz: f
                         "cpu_threads": 1, "camera_timeout_s": 3.0 / camera_rate_hz, "frame_tolerance_s": 0.5},
         "sim_droid": {"camera_rate_hz": camera_rate_hz, "render_processes": 1}})  # one renderer: 2-core machines
     spec = load_embodiment("droid")
-    limits = robot_limits(spec, LimitSettings("", (), 10.0, 0.5, 0.5))
+    limits = robot_limits(spec, LimitSettings("", (), (), 10.0, 0.5, 0.5))
     folder = output_dir / datetime.now().strftime("demo-%Y%m%d-%H%M%S")
     owns_context = not rclpy.ok()  # tests run it inside their own rclpy context
     if owns_context:

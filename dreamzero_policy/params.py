@@ -77,6 +77,9 @@ LIMIT_PARAMS: tuple[Param, ...] = (
     Param("robot_description_file", "", "URDF or xacro file overriding the embodiment's (empty: "
                                         "urdf/<robot_description> from the package share)."),
     Param("xacro_args", [""], "xacro arguments 'name=value' for the robot description, e.g. arm_id=fr3."),
+    Param("joint_name_map", [""], "Renames the embodiment's joints for a robot that names them otherwise: "
+                                  "'yaml_name=robot_name' or 'yaml_prefix*=robot_prefix*' (FR3 on DROID: "
+                                  "panda_*=fr3_* with xacro_args arm_id=fr3)."),
     Param("limits.max_acceleration", 10.0, "Acceleration limit per joint (rad/s^2 or m/s^2); URDFs carry none.",
           bounds=(0.01, 1000.0)),
     Param("limits.base_linear_m_s", 0.5, "Bound of the base's linear velocity command (twist groups).",
@@ -84,8 +87,8 @@ LIMIT_PARAMS: tuple[Param, ...] = (
     Param("limits.base_angular_rad_s", 0.5, "Bound of the base's angular velocity command (twist groups).",
           bounds=(0.0, 10.0)),
 )
-"""Where commands are limited (adapter and mux) and joint readings checked (policy node, adapter): the robot
-description and what a URDF does not give."""
+"""The robot itself, for every node that reads its joints: the robot description and its joint names, where
+commands are limited (adapter and mux) and joint readings checked (all three), and what a URDF does not give."""
 
 POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param("embodiment", "droid", "Embodiment YAML name (embodiments/dreamzero_embodiments/robots/<name>.yaml) or path."),

@@ -48,7 +48,7 @@ from dreamzero_embodiments.assembly import ObservationAssembler, ObservationErro
 from dreamzero_embodiments.images import ImageTooLargeError
 from dreamzero_embodiments.plausibility import JointStateGate
 from dreamzero_embodiments.scheduling import QueryScheduler
-from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
+from dreamzero_embodiments.spec import EmbodimentSpec
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.backends.base import (BackendError, BackendRecoveringError, Observation, PolicyBackend,
                                             SessionLostError)
@@ -58,7 +58,7 @@ from dreamzero_policy.diagnostics import ERROR, OK, WARN, diagnostic_array
 from dreamzero_policy.lifecycle import ManagedNode, spin_node
 from dreamzero_policy.params import LIMIT_PARAMS, POLICY_NODE_PARAMS, PolicySettings, declare, read
 from dreamzero_policy.qos import camera_qos, reliable_qos
-from dreamzero_policy.robot_limits import LimitSettings, robot_limits
+from dreamzero_policy.robot_limits import LimitSettings, robot_embodiment, robot_limits
 
 LATENCY_WINDOW = 50  # chunks kept for latency percentiles and the chunk rate
 RETRY_AFTER_ERROR_S = 1.0  # pause before querying again after a failed call
@@ -136,7 +136,8 @@ class PolicyNode(ManagedNode):
 
     def _setup(self) -> None:
         settings = self._settings = PolicySettings.from_node(self)
-        spec = self._spec = load_embodiment(settings.embodiment)
+        robot = LimitSettings.from_values(read(self, LIMIT_PARAMS))
+        spec = self._spec = robot_embodiment(settings.embodiment, robot)
         overrides = settings.topic_overrides()
         unknown = sorted(set(overrides) - {c.key for c in spec.cameras})
         if unknown:
@@ -147,8 +148,7 @@ class PolicyNode(ManagedNode):
                                                camera_timeout_s=settings.camera_timeout_s,
                                                frame_tolerance_s=settings.frame_tolerance_s,
                                                state_tolerance_s=settings.state_tolerance_s)
-        self._state_gate = JointStateGate(robot_limits(spec, LimitSettings.from_values(read(self, LIMIT_PARAMS))),
-                                          spec.safety)
+        self._state_gate = JointStateGate(robot_limits(spec, robot), spec.safety)
         self._scheduler = QueryScheduler(settings.execute_steps, spec.timing.dt)
         self._backend = make_backend(settings, spec)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-inference")

@@ -15,7 +15,7 @@ from typing import Any
 
 from dreamzero_embodiments.limits import JointLimitSet, limits_from_urdf
 from dreamzero_embodiments.robot_description import load_joint_limits
-from dreamzero_embodiments.spec import EmbodimentSpec
+from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_policy.paths import share_dir
 
 
@@ -25,6 +25,7 @@ class LimitSettings:
 
     robot_description_file: str
     xacro_args: tuple[str, ...]
+    joint_name_map: tuple[str, ...]
     max_acceleration: float
     base_linear_m_s: float
     base_angular_rad_s: float
@@ -33,8 +34,14 @@ class LimitSettings:
     def from_values(cls, values: dict[str, Any]) -> LimitSettings:
         return cls(robot_description_file=values["robot_description_file"],
                    xacro_args=tuple(a for a in values["xacro_args"] if a),
+                   joint_name_map=tuple(e for e in values["joint_name_map"] if e),
                    max_acceleration=values["limits.max_acceleration"], base_linear_m_s=values["limits.base_linear_m_s"],
                    base_angular_rad_s=values["limits.base_angular_rad_s"])
+
+
+def robot_embodiment(embodiment: str, settings: LimitSettings) -> EmbodimentSpec:
+    """The embodiment YAML ``embodiment`` with its joints named as this robot names them (``joint_name_map``)."""
+    return load_embodiment(embodiment, settings.joint_name_map)
 
 
 def robot_limits(spec: EmbodimentSpec, settings: LimitSettings) -> JointLimitSet:

@@ -30,6 +30,10 @@ Arguments:
     with_mux: start control_mux between the adapter and the controllers.
     with_sim: start the simulated DROID (sim_droid); only meaningful for droid.
     namespace: namespace of every node.
+    xacro_args: xacro arguments of the robot description, e.g. ``arm_id:=fr3`` (a Franka FR3 on DROID), given to
+        robot_state_publisher and, as the ``xacro_args`` parameter, to the nodes that read joint limits.
+    joint_name_map: space-separated ``yaml_name=robot_name`` or ``yaml_prefix*=robot_prefix*`` entries renaming
+        the embodiment's joints (the nodes' ``joint_name_map`` parameter), e.g. ``panda_*=fr3_*``.
     params_file: ROS 2 parameter file for policy_node, adapter_node and control_mux;
         default: share/dreamzero_policy/launch/params/<embodiment>.yaml.
 """
@@ -96,12 +100,16 @@ def _lifecycle_nodes(context: LaunchContext) -> list[Action]:
     }
     given = {name: LaunchConfiguration(name).perform(context) for name in OPTIONAL_OVERRIDES}
     overrides = {name: ParameterValue(value, value_type=str) for name, value in given.items() if value}
+    robot = {  # the robot's own names and description, for every node that reads its joints; empty: params_file
+        "xacro_args": [arg.replace(":=", "=", 1) for arg in LaunchConfiguration("xacro_args").perform(context).split()],
+        "joint_name_map": LaunchConfiguration("joint_name_map").perform(context).split()}
+    common.update({name: value for name, value in robot.items() if value})
 
     chunk_topic = f"{POLICY_NODE}/action_chunk"  # the policy node's ~/action_chunk, resolved in the same namespace
     with_mux = IfCondition(LaunchConfiguration("with_mux")).evaluate(context)
     remappings = []  # without the mux, policy/<group> goes straight to the group's controller (embodiment YAML)
     if not with_mux:
-        remappings = [(f"policy/{group.name}", group.command_topic)
+        remappings = [(f"policy/{group.name}", group.command_topic)  # topics only: joint names do not matter
                       for group in load_embodiment(embodiment).controller_groups]
 
     policy = LifecycleNode(
@@ -143,12 +151,17 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("with_sim", default_value="false", choices=["true", "false"],
                               description="start the simulated DROID (sim_droid); only meaningful for droid"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of every node"),
+        DeclareLaunchArgument("xacro_args", default_value="",
+                              description="xacro arguments of the robot description, e.g. arm_id:=fr3"),
+        DeclareLaunchArgument("joint_name_map", default_value="",
+                              description="joint renames 'yaml_prefix*=robot_prefix*' ..., e.g. panda_*=fr3_*"),
         DeclareLaunchArgument("params_file",
                               default_value=PathJoinSubstitution([share, "launch", "params", [embodiment, ".yaml"]]),
                               description="parameter file of policy_node, adapter_node and control_mux"),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "robot_description.launch.py"])),
             launch_arguments={"embodiment": embodiment, "namespace": namespace,
+                              "xacro_args": LaunchConfiguration("xacro_args"),
                               "use_sim_time": LaunchConfiguration("use_sim_time")}.items()),
         OpaqueFunction(function=_lifecycle_nodes),
         Node(

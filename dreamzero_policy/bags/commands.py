@@ -70,7 +70,7 @@ def run_eval_bag(args: argparse.Namespace) -> int:
     from dreamzero_policy.policy_node import make_backend
 
     bag = Path(args.bag)
-    spec = load_embodiment(args.embodiment)
+    spec = load_embodiment(args.embodiment, args.joint_name_map)
     settings = PolicySettings.from_values(
         embodiment=args.embodiment, backend=args.backend, checkpoint=args.checkpoint, server_url=args.server_url,
         prompt=args.prompt, device=args.device, cpu_threads=args.cpu_threads, solver=args.solver,
@@ -91,7 +91,7 @@ def run_eval_bag(args: argparse.Namespace) -> int:
             result = evaluate_bag(bag, spec, backend, options, None if args.no_video else video)
     finally:
         backend.close()
-    about = {"bag": str(bag), "embodiment": spec.name, "backend": args.backend, "checkpoint": args.checkpoint,
+    about = {"bag": str(bag), "embodiment": spec.name, "joint_name_map": args.joint_name_map, "backend": args.backend, "checkpoint": args.checkpoint,
              "prompt": args.prompt, "execute_steps": options.execute_steps or spec.timing.horizon}
     summary = write_report(result, spec, folder, about)
     print(json.dumps({k: summary[k] for k in ("chunks", "messages", "latency_s", "blocked")}, indent=2))

@@ -289,7 +289,7 @@ class _Run:
         example = str(error)
         if "missing joints" in example and self.recorded.other_names:  # only the embodiment's joints are kept
             example += (f"; the bag's joint states carry {list(self.recorded.other_names)}, which are not joints "
-                        f"of {self.spec.name}")
+                        f"of {self.spec.name}: rename its joints with --joint-name-map (e.g. 'panda_*=fr3_*')")
         self.blocked_example.setdefault(cause, example)
 
     def _query(self) -> None:

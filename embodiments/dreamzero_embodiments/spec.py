@@ -10,7 +10,9 @@ Imports numpy and yaml only.
 """
 from __future__ import annotations
 
+import copy
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,11 +387,18 @@ def embodiment_names() -> list[str]:
     return sorted(p.stem for p in ROBOTS_DIR.glob("*.yaml"))
 
 
-def load_embodiment(name_or_path: str | Path) -> EmbodimentSpec:
+def load_embodiment(name_or_path: str | Path, joint_name_map: Sequence[str] = ()) -> EmbodimentSpec:
     """Load a shipped embodiment by name (``droid``) or any YAML file by path.
 
+    Args:
+        name_or_path: shipped name or YAML path.
+        joint_name_map: renames the YAML's dimensions for a robot that names its joints otherwise, so the
+            same embodiment drives it without editing the YAML (:func:`joint_name_mapping`). A Franka FR3 on
+            DROID: ``["panda_*=fr3_*"]`` with the robot description rendered with ``arm_id=fr3``.
+
     Raises:
-        EmbodimentSpecError: unknown name (with the closest one), unreadable file, or invalid content.
+        EmbodimentSpecError: unknown name (with the closest one), unreadable file, invalid content, or a
+            map entry that is malformed, renames nothing, or makes two dimensions share a name.
     """
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -403,4 +412,51 @@ def load_embodiment(name_or_path: str | Path) -> EmbodimentSpec:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise EmbodimentSpecError(f"{path}: cannot read: {error}") from error
+    if joint_name_map:
+        spec = parse_embodiment(document, str(path))  # valid before renaming: errors name the YAML's own names
+        mapping = joint_name_mapping(joint_name_map, spec.state_names + tuple(
+            n for n in spec.action_names if n not in spec.state_names), source=str(path))
+        document = _renamed(document, mapping)
+        return parse_embodiment(document, f"{path} with joint_name_map {list(joint_name_map)}")
     return parse_embodiment(document, str(path))
+
+
+def joint_name_mapping(entries: Sequence[str], names: Sequence[str], source: str = "embodiment") -> dict[str, str]:
+    """Expand joint-name map entries over an embodiment's dimension ``names``.
+
+    An entry is ``yaml_name=robot_name`` (one dimension) or ``yaml_prefix*=robot_prefix*`` (every name with
+    that prefix; ``panda_*=fr3_*`` turns ``panda_joint1`` into ``fr3_joint1``). Later entries win.
+
+    Raises:
+        EmbodimentSpecError: an entry without '=', with a '*' on one side only or inside a name, or one
+            that matches none of ``names`` (a typo would otherwise be ignored silently).
+    """
+    mapping: dict[str, str] = {}
+    for entry in (e.strip() for e in entries if e.strip()):
+        old, separator, new = (part.strip() for part in entry.partition("="))
+        prefix = old.endswith("*")
+        if (not separator or not old.rstrip("*") or not new.rstrip("*") or prefix != new.endswith("*")
+                or "*" in old[:-1] or "*" in new[:-1]):
+            raise EmbodimentSpecError(f"{source}: joint_name_map entry {entry!r} must look like "
+                                      f"'yaml_name=robot_name' or 'yaml_prefix*=robot_prefix*'")
+        matched = {n: new[:-1] + n[len(old) - 1:] for n in names if n.startswith(old[:-1])} if prefix else (
+            {old: new} if old in names else {})
+        if not matched:
+            raise EmbodimentSpecError(f"{source}: joint_name_map entry {entry!r} renames nothing; its "
+                                      f"dimensions are {list(names)}")
+        mapping.update(matched)
+    return mapping
+
+
+def _renamed(document: dict, mapping: dict[str, str]) -> dict:
+    """A copy of an embodiment YAML document with every dimension name replaced through ``mapping``."""
+    def rename(names: list) -> list:
+        return [mapping.get(n, n) for n in names]
+
+    document = copy.deepcopy(document)
+    for section in ("state", "action", "controller_groups"):
+        for item in document[section]:
+            item["names"] = rename(item["names"])
+    if isinstance(document.get("safety"), dict) and "free_jump" in document["safety"]:
+        document["safety"]["free_jump"] = rename(document["safety"]["free_jump"])
+    return document

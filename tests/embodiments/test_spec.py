@@ -106,3 +106,31 @@ def test_mosaic_must_place_each_camera_once() -> None:
 def test_unknown_embodiment_suggests_the_closest() -> None:
     with pytest.raises(EmbodimentSpecError, match="did you mean 'droid'"):
         load_embodiment("droyd")
+
+
+def test_droid_on_an_fr3_is_the_same_yaml_with_its_joints_renamed() -> None:
+    """Issue 12 item 11: a joint-name map (no YAML edit) names every dimension as the FR3 does, and the FR3
+    robot description (xacro arm_id=fr3) has each of them; order, layout and safety stay DROID's."""
+    panda, fr3 = load_embodiment("droid"), load_embodiment("droid", ["panda_*=fr3_*"])
+    assert fr3.action_names == tuple(n.replace("panda_", "fr3_") for n in panda.action_names)
+    assert fr3.state_names == tuple(n.replace("panda_", "fr3_") for n in panda.state_names)
+    assert [g.names for g in fr3.controller_groups] == [tuple(n.replace("panda_", "fr3_") for n in g.names)
+                                                         for g in panda.controller_groups]
+    assert fr3.safety.free_jump == ("fr3_gripper_joint",)
+    assert fr3.relative_mask.tolist() == panda.relative_mask.tolist() and fr3.cameras == panda.cameras
+    limits = load_joint_limits(URDF_DIR / fr3.robot_description, {"arm_id": "fr3"})
+    assert [n for n in fr3.action_names + fr3.state_names if n not in limits] == []
+    # one joint, later entries winning: a Franka Hand's finger instead of the 2F-85
+    hand = load_embodiment("droid", ["panda_*=fr3_*", "panda_gripper_joint=fr3_finger_joint1"])
+    assert hand.action_names[-1] == "fr3_finger_joint1" and hand.action_names[0] == "fr3_joint1"
+
+
+@pytest.mark.parametrize("entries, reason", [
+    (["panda_joint1"], "must look like 'yaml_name=robot_name'"),
+    (["panda_*=fr3_"], "must look like"),
+    (["fr3_*=panda_*"], "renames nothing; its dimensions are \\['panda_joint1'"),
+    (["panda_joint1=panda_joint2"], "duplicate names \\['panda_joint2'\\]"),
+])
+def test_a_bad_joint_name_map_is_refused_with_its_reason(entries: list[str], reason: str) -> None:
+    with pytest.raises(EmbodimentSpecError, match=reason):
+        load_embodiment("droid", entries)

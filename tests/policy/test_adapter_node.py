@@ -27,12 +27,12 @@ from ros_testing import PATIENCE_S, MessageCollector, spinning, wait_until
 DELTA = 0.005  # relative step of every relative dimension (model units): small enough for the slowest joint
 
 
-def _home(spec: EmbodimentSpec) -> dict[str, float]:
+def _home(spec: EmbodimentSpec, xacro_args: dict[str, str] | None = None) -> dict[str, float]:
     """A joint configuration well inside the URDF limits of every shipped robot."""
     from dreamzero_embodiments.robot_description import load_joint_limits
     from dreamzero_policy.paths import share_dir
 
-    limits = load_joint_limits(share_dir() / "urdf" / spec.robot_description)
+    limits = load_joint_limits(share_dir() / "urdf" / spec.robot_description, xacro_args)
     home = {name: (limits[name].lower + limits[name].upper) / 2 for name in spec.state_names}
     for key in spec.state:  # unit-mapped dimensions are in their own ROS units (e.g. AgiBot effector raw 35..120)
         if key.unit_map is not None:
@@ -115,12 +115,18 @@ def _values(message) -> list[float]:
     return list(message.data)
 
 
-@pytest.mark.parametrize("name", ["droid", "agibot_g1", "yam"])
-def test_chunk_becomes_commands_on_every_group_topic_with_joint_names(ros_context, unique_name, name: str) -> None:
-    spec = load_embodiment(name)
-    home = _home(spec)
+FR3 = {"joint_name_map": ["panda_*=fr3_*"], "xacro_args": ["arm_id=fr3"]}  # DROID on a Franka FR3 (issue 12 item 11)
+
+
+@pytest.mark.parametrize("name, robot", [("droid", {}), ("agibot_g1", {}), ("yam", {}), ("droid", FR3)],
+                         ids=["droid", "agibot_g1", "yam", "droid-fr3"])
+def test_chunk_becomes_commands_on_every_group_topic_with_joint_names(ros_context, unique_name, name: str,
+                                                                      robot: dict[str, list[str]]) -> None:
+    """Also DROID's YAML on an FR3 without editing it: the FR3's joint states in, FR3 names and limits out."""
+    spec = load_embodiment(name, robot.get("joint_name_map", ()))
+    home = _home(spec, dict(a.split("=") for a in robot.get("xacro_args", ())))
     expected = _expected(spec, home, DELTA)
-    with _adapter(unique_name, spec, stream_message="joint_trajectory") as (node, driver):
+    with _adapter(unique_name, spec, stream_message="joint_trajectory", **robot) as (node, driver):
         _publish_joint_states(driver, spec, home)
         outputs = _collectors(driver, spec, JointTrajectory)
         chunks = driver.create_publisher(ActionChunk, "policy_node/action_chunk", reliable_qos())

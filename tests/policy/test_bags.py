@@ -19,6 +19,7 @@ from rosbags.rosbag2 import Reader, Writer
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 
+from dreamzero_embodiments.spec import load_embodiment
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.bags.bag_types import (BagTypeError, message_class, qos_from_bag, qos_to_bag,
                                              subscription_qos, typestore_for)
@@ -149,6 +150,11 @@ def test_eval_of_a_bag_with_other_joint_names_names_them(tmp_path) -> None:
     (cause, example), = result.blocked_example.items()
     assert "missing joints ['panda_joint1'" in example
     assert f"the bag's joint states carry {list(fr3)}, which are not joints of droid" in example
+    assert "--joint-name-map" in example
+    # ... and with the joints renamed as the bag names them (no YAML edit), the same bag is evaluated
+    renamed = load_embodiment("droid", ["panda_*=fr3_*", "panda_gripper_joint=fr3_finger_joint1"])
+    result = evaluate_bag(path, renamed, KnownMotionBackend("hold"), OPTIONS)
+    assert not result.blocked and len(result.t_obs_ns) >= 2
 
 
 def test_eval_refuses_messages_stamped_ahead_of_bag_time(tmp_path) -> None:
