@@ -62,6 +62,8 @@ class ControlMux(ManagedNode):
         self._active = False
         self._reasons: dict[str, str] = {}
         self._dropped_inputs = 0
+        self._refused_states = 0
+        self._last_state_refusal = ""
 
     # ---------------------------------------------------------------- lifecycle
     def _setup(self) -> None:
@@ -115,6 +117,8 @@ class ControlMux(ManagedNode):
             by_name = dict(zip(names, positions.tolist()))
             self._state_gate.check(stamp_to_ns(msg.header.stamp), by_name)
         except ValueError as error:  # plausibility.ImplausibleError too
+            self._refused_states += 1
+            self._last_state_refusal = str(error)
             self.get_logger().warning(f"refused joint state: {error}", throttle_duration_sec=2.0)
             return
         self._joint_state = (self.get_clock().now().nanoseconds, by_name)
@@ -187,6 +191,7 @@ class ControlMux(ManagedNode):
         level, message = (WARN, f"holding {', '.join(f'{g} ({r})' for g, r in holding.items())}") if holding else (
             OK, f"mode {self._arbiter.mode}")
         values = {"mode": self._arbiter.mode, "dropped_inputs": self._dropped_inputs,
+                  "joint_states_refused": self._refused_states, "last_joint_state_refusal": self._last_state_refusal or "none",
                   **{f"hold.{g}": r or "no" for g, r in self._reasons.items()}}
         self._diagnostics_pub.publish(diagnostic_array(self.get_clock().now().nanoseconds, f"{self.get_name()}: mux",
                                                        self._spec.name, level, message, values))

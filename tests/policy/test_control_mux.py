@@ -12,6 +12,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from diagnostic_msgs.msg import DiagnosticArray
+
 from dreamzero_embodiments.spec import load_embodiment
 from dreamzero_msgs.srv import SetControlMode
 from dreamzero_policy.control_mux import ControlMux
@@ -25,7 +27,10 @@ HOME = np.array([0.0, -0.5, 0.0, -2.0, 0.0, 1.5, 0.5])
 
 
 @contextmanager
-def _mux(namespace: str, **overrides) -> Iterator[tuple[ControlMux, Node]]:
+def _mux(namespace: str, state: list[np.ndarray] | None = None, **overrides) -> Iterator[tuple[ControlMux, Node]]:
+    """The mux with a driver node publishing joint states at 10 Hz: ``state[0]`` (8 values; default HOME, gripper 0),
+    which the test may change."""
+    state = state if state is not None else [np.array([*HOME, 0.0])]
     values = {"embodiment": "droid", "command_rate_hz": RATE_HZ, "blend_time_s": BLEND_S, "deadman_timeout_s": 0.5,
               "initial_mode": "teleop", "diagnostics_rate_hz": 5.0, **overrides}
     node = ControlMux(namespace=namespace, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
@@ -35,7 +40,7 @@ def _mux(namespace: str, **overrides) -> Iterator[tuple[ControlMux, Node]]:
     names = list(spec.state_names)
 
     def publish_state() -> None:
-        message = JointState(name=names, position=[*HOME.tolist(), 0.0])
+        message = JointState(name=names, position=state[0].tolist())
         message.header.stamp = ns_to_stamp(driver.get_clock().now().nanoseconds)
         states.publish(message)
 
@@ -120,6 +125,28 @@ def _assert_blended(messages: list, arrivals_ns: list[int], requested_ns: int, s
     assert np.all(np.diff(progress) >= -1e-9), "the blend never goes back"
     elapsed_s = np.maximum(np.array(arrivals_ns) - requested_ns, 0) * 1e-9  # the first is from before the request
     assert np.all(progress <= elapsed_s / BLEND_S + 1e-6), np.max(progress - elapsed_s / BLEND_S)
+
+
+def test_a_glitching_joint_reading_never_seeds_a_command(ros_context, unique_name) -> None:
+    """Issue 12 item 1 at the mux: readings with panda_joint1 = 1e6 are refused (counted and named in diagnostics),
+    so a teleop stream is not forwarded until a plausible reading comes; the first command then starts at that
+    reading. Seeded from the glitch, the limiter would have started at joint 1's limit, 2.9 rad away."""
+    glitch = np.array([1e6, *HOME[1:], 0.0])
+    state = [glitch]
+    with _mux(unique_name, state) as (node, driver):
+        output = MessageCollector(driver, Float64MultiArray, "arm_controller/commands", 200)
+        diagnostics = MessageCollector(driver, DiagnosticArray, "diagnostics", 50)
+        _streamer(driver, "teleop/arm", [HOME + 0.05])
+
+        def refusals() -> dict[str, str]:
+            return {v.key: v.value for m in diagnostics.messages[-1:] for s in m.status for v in s.values}
+
+        wait_until(lambda: int(refusals().get("joint_states_refused", 0)) >= 5, "refused readings in diagnostics")
+        assert "panda_joint1" in refusals()["last_joint_state_refusal"]
+        assert output.messages == [], "nothing may be commanded from a refused reading"
+        state[0] = np.array([*HOME, 0.0])
+        wait_until(lambda: output.messages, "a command once the readings are plausible")
+        assert abs(output.messages[0].data[0] - HOME[0]) < 0.05 + 1e-6, output.messages[0].data[0]
 
 
 def test_unknown_mode_is_refused_and_mode_kept(ros_context, unique_name) -> None:
