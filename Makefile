@@ -20,7 +20,7 @@ PIP := pip_quiet() { $(BIN)/python -m pip --disable-pip-version-check --quiet "$
 PYTEST_ARGS ?=
 
 # Everything that goes into the installed project: a change to any of it reinstalls the project.
-PROJECT_INPUTS := setup.py package.xml resource/dreamzero_policy \
+PROJECT_INPUTS := setup.py setup.cfg package.xml resource/dreamzero_policy \
 	$(shell find dreamzero_policy model embodiments launch urdf -type f \
 	        -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 MSG_INPUTS := $(shell find dreamzero_msgs -type f 2>/dev/null)
@@ -49,7 +49,7 @@ $(STAMPS)/torch: requirements/torch.txt $(STAMPS)/venv
 	$(PIP) install -r requirements/torch.txt
 	touch $@
 
-$(STAMPS)/deps: requirements/ros.txt requirements/ros-build.txt requirements/app.txt \
+$(STAMPS)/deps: requirements/ros.txt requirements/ros-build.txt requirements/app.txt requirements/robot.txt \
 		requirements/no-deps.txt $(STAMPS)/torch
 	$(PIP) install -r requirements/torch.txt -r requirements/ros.txt \
 		-r requirements/ros-build.txt -r requirements/app.txt

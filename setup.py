@@ -5,10 +5,13 @@ One distribution carries three import packages (ARCHITECTURE.md section 1):
 and ``dreamzero_embodiments`` (numpy/scipy, ``embodiments/``). ``data_files`` registers the package
 in the ament index and installs package.xml, launch files, robot descriptions and embodiment YAMLs
 under ``share/dreamzero_policy`` so ``get_package_share_directory`` and ``ros2 launch`` find them.
-Works with ``pip install .`` (development machine) and ``colcon build`` (robots).
+Works with ``pip install .`` (development machine: console scripts in ``bin/``) and ``colcon build``
+with or without ``--symlink-install`` (robots: ``setup.cfg`` puts them in ``lib/dreamzero_policy/``, where
+``ros2 run`` and launch_ros look).
 """
 from __future__ import annotations
 
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -26,7 +29,8 @@ def _packages() -> tuple[list[str], dict[str, str]]:
     for top, root in SOURCE_ROOTS.items():
         for name in find_packages(where=root, include=[top, f"{top}.*"]):
             packages.append(name)
-            package_dir[name] = str(Path(root, *name.split("."))) if root != "." else name.replace(".", "/")
+            if root != ".":  # no identity entries: colcon's --symlink-install refuses a package mapped onto itself
+                package_dir[name] = str(Path(root, *name.split(".")))
     return packages, package_dir
 
 
@@ -41,9 +45,17 @@ def _share_tree(folder: str, patterns: tuple[str, ...]) -> list[tuple[str, list[
 
 
 def _embodiment_yamls() -> list[tuple[str, list[str]]]:
+    """``share/<package>/embodiments``: the YAMLs of ``embodiments/dreamzero_embodiments/robots``.
+
+    ``colcon build --symlink-install`` runs ``setup.py develop`` in its build folder, where each package lives
+    as a link named after it (``dreamzero_embodiments -> <source>/embodiments/dreamzero_embodiments``); the
+    link at the source path exists only during the build, so the installed links must go through the name.
+    """
     robots = Path("embodiments", "dreamzero_embodiments", "robots")
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / robots).glob("*.yaml"))
-    return [(str(Path("share", PACKAGE, "embodiments")), files)] if files else []
+    files = sorted(p.relative_to(ROOT) for p in (ROOT / robots).glob("*.yaml"))
+    if "develop" in sys.argv:
+        files = [path.relative_to("embodiments") for path in files]
+    return [(str(Path("share", PACKAGE, "embodiments")), [str(f) for f in files])] if files else []
 
 
 packages, package_dir = _packages()
