@@ -111,8 +111,9 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
                                "official execute-then-requery cadence.", bounds=(1, 24)),
     Param("solver", "unipc", "Flow sampler of the local backend.", choices=("unipc", "euler")),
     Param("num_inference_steps", 16, "Denoising steps (16 official; 1 or 4 for Flash).", bounds=(1, 100)),
-    Param("cache_schedule", "official", "DiT step caching: official 8 of 16, all, or dynamic.",
-          choices=("official", "all", "dynamic")),
+    Param("cache_schedule", "official", "DiT step caching: official 8 of 16, all, dynamic, or stepsN = the "
+                                        "official NUM_DIT_STEPS=N mask of 16 steps (steps8 = official).",
+          choices=("official", "all", "dynamic", "steps5", "steps6", "steps7", "steps8")),
     Param("cfg_scale", 5.0, "Classifier-free guidance on video (1.0 disables the unconditional branch).",
           bounds=(1.0, 20.0)),
     Param("seed", 1140, "Seed of each call's initial noise (official 1140); -1 for fresh noise.", bounds=(-1, 2**31 - 1)),

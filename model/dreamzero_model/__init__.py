@@ -8,7 +8,8 @@ Public entry points: :func:`get_config`, :func:`build_dit`, :class:`WamSession`,
 :func:`build_full_model` and :class:`WamPolicy` (the last two load transformers and diffusers, so
 they are imported on first use).
 """
-from dreamzero_model.config import FLASH_SAMPLER, DiTConfig, SamplerConfig, config_names, get_config
+from dreamzero_model.config import (CACHE_SCHEDULES, FLASH_SAMPLER, DiTConfig, SamplerConfig, config_names,
+                                    get_config)
 from dreamzero_model.dit import CausalWanModel, build_dit
 from dreamzero_model.session import StepResult, WamSession
 
@@ -24,6 +25,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dreamzero_model' has no attribute {name!r}")
 
 
-__all__ = ["FLASH_SAMPLER", "CausalWanModel", "DiTConfig", "Prediction", "SamplerConfig", "StepResult",
-           "WamPolicy", "WamSession", "build_dit", "build_full_model", "config_names", "get_config",
+__all__ = ["CACHE_SCHEDULES", "FLASH_SAMPLER", "CausalWanModel", "DiTConfig", "Prediction", "SamplerConfig",
+           "StepResult", "WamPolicy", "WamSession", "build_dit", "build_full_model", "config_names", "get_config",
            "get_full_config"]

@@ -11,6 +11,20 @@ from dataclasses import asdict, dataclass
 
 from dreamzero_model.construction import pick
 
+# Static DiT step caches: the denoising steps (of 16) at which the DiT runs; the other steps reuse
+# the last velocities (facts §2.9). They are the official ``NUM_DIT_STEPS`` presets: ``stepsN`` is
+# ``NUM_DIT_STEPS=N`` and ``official`` the official default (unset, i.e. 8), the same mask as ``steps8``.
+DIT_STEP_PRESETS: dict[str, tuple[int, ...]] = {
+    "official": (0, 1, 2, 6, 10, 13, 14, 15),
+    "steps5": (0, 1, 2, 7, 12),
+    "steps6": (0, 1, 5, 10, 14, 15),
+    "steps7": (0, 1, 2, 6, 10, 14, 15),
+    "steps8": (0, 1, 2, 6, 10, 13, 14, 15),
+}
+DIT_STEP_PRESET_STEPS = 16  # the presets are defined for 16 steps; other step counts run every step
+# Every value of ``SamplerConfig.cache_schedule`` (the policy node's ``cache_schedule`` choices).
+CACHE_SCHEDULES: tuple[str, ...] = ("official", "all", "dynamic", "steps5", "steps6", "steps7", "steps8")
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -124,7 +138,9 @@ class SamplerConfig:
         num_steps: Denoising steps (16 official; 1 or 4 for Flash with Euler).
         shift: Sigma shift s' = shift s / (1 + (shift - 1) s).
         cfg_scale: Classifier-free guidance on video only; 1.0 disables the unconditional branch.
-        cache_schedule: ``official`` (8 of 16: steps 0,1,2,6,10,13,14,15), ``all`` or ``dynamic``.
+        cache_schedule: ``official`` (8 of 16: steps 0,1,2,6,10,13,14,15), ``all``, ``dynamic``, or
+            ``steps5`` / ``steps6`` / ``steps7`` / ``steps8``: the official ``NUM_DIT_STEPS`` presets
+            (:data:`DIT_STEP_PRESETS`; ``steps8`` equals ``official``). Step masks apply to 16 steps only.
         seed: Seed of the initial noise of every call (official 1140), or None for fresh noise.
     """
 
@@ -140,8 +156,9 @@ class SamplerConfig:
             raise ValueError(f"solver must be 'unipc' or 'euler', got {self.solver!r}")
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
-        if self.cache_schedule not in ("official", "all", "dynamic"):
-            raise ValueError(f"cache_schedule must be 'official', 'all' or 'dynamic', got {self.cache_schedule!r}")
+        if self.cache_schedule not in CACHE_SCHEDULES:
+            raise ValueError(f"cache_schedule must be one of {', '.join(CACHE_SCHEDULES)}, "
+                             f"got {self.cache_schedule!r}")
 
 
 FLASH_SAMPLER = SamplerConfig(solver="euler", num_steps=1, cfg_scale=1.0, cache_schedule="all")
@@ -179,4 +196,5 @@ def config_names() -> list[str]:
     return list(_PRESETS)
 
 
-__all__ = ["DiTConfig", "FLASH_SAMPLER", "SamplerConfig", "config_names", "get_config"]
+__all__ = ["CACHE_SCHEDULES", "DIT_STEP_PRESETS", "DiTConfig", "FLASH_SAMPLER", "SamplerConfig", "config_names",
+           "get_config"]

@@ -3,7 +3,10 @@
 The sequence holds the clean latents of the clip at timestep 0 followed by their noisy copies
 (same RoPE positions), the noisy actions of every chunk and one state token per chunk, under the
 causal chunk mask (facts §2.4). Noise: x_t = (1 - s) x_0 + s eps, target velocity eps - x_0,
-1000 training sigmas shifted by 5, per-sample weight w(t) peaking at mid timesteps.
+1000 training sigmas shifted by 5, per-sample weight w(t) peaking at mid timesteps. Loss = mean over
+samples and noisy frames of w(t) x the frame's video MSE, plus mean over samples and action steps of
+w(t) x the masked action squared error averaged over all A padded dims (not only the real ones);
+weights 1:1 (facts §6.1, §10).
 
 Timesteps ("coupled", the default): one index per latent frame drawn uniformly from 0..999; both
 frames of a chunk take the chunk's first draw, the conditioning frame keeps its own, and chunk i's
@@ -43,7 +46,8 @@ class TrainingBatch:
     Attributes:
         latents: float[B, z, F, h, w], clean VAE latents; frame 0 is the conditioning frame.
         actions: float[B, K * 24, A], normalized actions in [-1, 1], zero-padded to A.
-        action_mask: float[B, A] or [B, K * 24, A], 1 on real action dims (padding is not learned).
+        action_mask: float[B, A] or [B, K * 24, A], 1 on real action dims (padding is not learned;
+            the error is still averaged over all A dims, as the official trainer does).
         state: float[B, K, S], normalized state at the start of each chunk, zero-padded.
         text: float[B, text_len, text_dim]. image: float[B, num_image_tokens, clip_dim].
         y: float[B, 4 + z, F, h, w] conditioning (i2v) or None for :func:`default_conditioning`.
@@ -137,7 +141,8 @@ def training_loss(model: CausalWanModel, batch: TrainingBatch, config: LossConfi
     action_mask = batch.action_mask.float()
     if action_mask.dim() == 2:
         action_mask = action_mask[:, None, :].expand_as(batch.actions)
-    action_error = ((out.actions.float() - (action_noise - batch.actions)) ** 2 * action_mask).sum(-1)
-    action_error = action_error / action_mask.sum(-1).clamp(min=1)  # mean over real dims, B x K*24
+    # Masked squared error averaged over ALL A padded dims, as the official trainer (facts §6.1, §10):
+    # padding counts as zero error, so DROID (8 real of 32) weighs its action loss 8/32 of a per-real-dim mean.
+    action_error = ((out.actions.float() - (action_noise - batch.actions)) ** 2 * action_mask).mean(-1)  # B, K*24
     action_loss = (action_error * schedule.weights[action_index].float().to(device)).mean()
     return LossOutput(total=video_loss + action_loss, video=video_loss, action=action_loss)

@@ -2,11 +2,14 @@
 
 The instruction is lower-cased and appears twice inside the embodiment's template; there is no
 separator between it and " The video", so an instruction should end with a period. The tags
-``<LAPA>``, ``<DREAM>`` and ``<COTRAIN>`` are stripped. Unknown embodiments are an error.
+``<LAPA>``, ``<DREAM>`` and ``<COTRAIN>`` are stripped. An instruction written as a Python list
+literal, as LeRobot datasets store tasks (``"['Push the button.']"``), is replaced by its first
+element, as the official ``collate`` does (facts §10). Unknown embodiments are an error.
 Imports the standard library only.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 
 DEFAULT_INSTRUCTION = "Perform the default behavior."
@@ -41,6 +44,23 @@ NEGATIVE_PROMPT = (
 )
 
 
+def unwrap_list_literal(instruction: str) -> str:
+    """The first element of an instruction written as a non-empty list literal, else the instruction.
+
+    ``"['Push the button.']"`` -> ``"Push the button."``. Only a string that starts with ``[`` and
+    ends with ``]`` is parsed, with :func:`ast.literal_eval` (literals only, never code); a string that
+    does not parse, or parses to an empty list, is returned unchanged.
+    """
+    text = instruction.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return instruction
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return instruction
+    return str(parsed[0]) if isinstance(parsed, list) and parsed else instruction
+
+
 def format_prompt(embodiment_tag: str, instruction: str) -> str:
     """The model prompt for an instruction, e.g. ``format_prompt("oxe_droid", "Pick up the cup.")``.
 
@@ -54,5 +74,5 @@ def format_prompt(embodiment_tag: str, instruction: str) -> str:
                          f"(known: {', '.join(TEMPLATES)})")
     for tag in STRIPPED_TAGS:
         instruction = instruction.replace(tag, "")
-    instruction = instruction.strip() or DEFAULT_INSTRUCTION
+    instruction = unwrap_list_literal(instruction).strip() or DEFAULT_INSTRUCTION
     return TEMPLATES[embodiment_tag].format(x=instruction.lower())

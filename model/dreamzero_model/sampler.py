@@ -1,7 +1,8 @@
 """Flow-matching samplers and DiT step caching for inference (facts §2.7, §2.9, §2.10).
 
-Sigmas: linspace(0.999, 0, N + 1) without the last, shifted s' = shift s / (1 + (shift - 1) s),
-then a final 0; timesteps = int(1000 s') (16 steps: 999, 986, ..., 416, 249). The DiT predicts the
+Sigmas: linspace(sigma_max, 0, N + 1) without the last, shifted s' = shift s / (1 + (shift - 1) s),
+then a final 0; timesteps = int(1000 s') (16 steps: 999, 986, ..., 416, 249). sigma_max is 0.999 as
+the official scheduler holds it, in float32: 0.9990000128746033 (facts §10). The DiT predicts the
 velocity v = noise - data, so data = x - s v.
 * ``unipc``: flow UniPC multistep, order 2, bh2, x0-prediction, lower order at the end, final
   sigma 0: diffusers' ``UniPCMultistepScheduler`` configured exactly so (the official scheduler is
@@ -15,13 +16,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dreamzero_model.config import SamplerConfig
+from dreamzero_model.config import CACHE_SCHEDULES, DIT_STEP_PRESET_STEPS, DIT_STEP_PRESETS, SamplerConfig
 
 NUM_TRAIN_TIMESTEPS = 1000
-SIGMA_MAX = 0.999  # first unshifted inference sigma (facts §2.7)
-# Official 8-of-16 DiT schedule, the default of NUM_DIT_STEPS=8 (facts §2.9).
-OFFICIAL_DIT_STEPS = (0, 1, 2, 6, 10, 13, 14, 15)
-OFFICIAL_MASK_STEPS = 16  # the mask above is defined for 16 steps; other counts run every step
+# First unshifted inference sigma (facts §2.7): the official scheduler reads it from a float32 table
+# (1 - 0.001), so it is float32(0.999) = 0.9990000128746033, not the float64 0.999 (facts §10).
+SIGMA_MAX = float(np.float32(0.999))
 # Dynamic schedule thresholds on the cosine similarity of the last two video velocities (facts §2.9).
 DYNAMIC_ALWAYS_RUN = 2
 DYNAMIC_SKIP_RULES = ((0.95, 4), (0.93, 2))  # (similarity above, steps skipped incl. the current)
@@ -65,13 +65,17 @@ class FlowSampler:
 class CacheSchedule:
     """Decides per denoising step whether the DiT runs (facts §2.9).
 
-    ``official``: steps 0,1,2,6,10,13,14,15 of 16 (any other step count: all steps). ``all``: every
-    step. ``dynamic``: the first 2 steps run; afterwards, when the cosine similarity of the last two
-    computed video velocities exceeds 0.95, the current and next 3 steps are skipped, above 0.93 the
-    current and next step; otherwise the step runs.
+    ``official``: steps 0,1,2,6,10,13,14,15 of 16; ``steps5`` ... ``steps8``: the other official
+    ``NUM_DIT_STEPS`` masks (:data:`~dreamzero_model.config.DIT_STEP_PRESETS`); with any other step
+    count than 16 these run all steps. ``all``: every step. ``dynamic``: the first 2 steps run;
+    afterwards, when the cosine similarity of the last two computed video velocities exceeds 0.95,
+    the current and next 3 steps are skipped, above 0.93 the current and next step; otherwise the
+    step runs.
     """
 
     def __init__(self, kind: str, num_steps: int) -> None:
+        if kind not in CACHE_SCHEDULES:
+            raise ValueError(f"cache schedule must be one of {', '.join(CACHE_SCHEDULES)}, got {kind!r}")
         self.kind = kind
         self.num_steps = num_steps
         self._history: list[torch.Tensor] = []
@@ -79,11 +83,11 @@ class CacheSchedule:
         self._run_after_skip = False
 
     def should_run(self, index: int) -> bool:
-        if self.kind == "all" or (self.kind == "official" and self.num_steps != OFFICIAL_MASK_STEPS):
+        if self.kind == "dynamic":
+            return self._dynamic(index)
+        if self.kind == "all" or self.num_steps != DIT_STEP_PRESET_STEPS:
             return True
-        if self.kind == "official":
-            return index in OFFICIAL_DIT_STEPS
-        return self._dynamic(index)
+        return index in DIT_STEP_PRESETS[self.kind]
 
     def _dynamic(self, index: int) -> bool:
         if self._skip_left > 0:

@@ -8,6 +8,7 @@ One session is one context of the World Action Model for a batch of B robots:
   denoises 2 new latent frames and 24 actions jointly from seeded noise, conditioned on the state.
   Classifier-free guidance applies to video only; the unconditional branch (negative prompt) runs
   as extra batch rows with its own cache rows. The DiT runs only at the steps of the cache schedule.
+  The initial noise follows the official seeding (:func:`initial_noise`).
 * After ``max_chunk_size`` chunks (9 latent frames) or on a new prompt the context must be reset
   with the newest frame (``should_reset``); the policy layer owns the encoders that produce it.
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dreamzero_model.config import SamplerConfig
+from dreamzero_model.config import DiTConfig, SamplerConfig
 from dreamzero_model.dit import CausalWanModel, CrossContext, DiTInputs, SelfAttentionPlan
 from dreamzero_model.kv_cache import KVCache
 from dreamzero_model.masks import inference_mask
@@ -50,6 +51,29 @@ def default_conditioning(first_latent: torch.Tensor, num_frames: int) -> torch.T
                          device=first_latent.device)
     latent[:, :, :1] = first_latent
     return torch.cat([mask, latent], dim=1)
+
+
+def initial_noise(batch: int, config: DiTConfig, seed: int | None, device: torch.device,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial noise of one chunk: video float32[B, z, 2, h, w] and actions float32[B, Na, A].
+
+    As the official head (facts §10): the video noise comes from a generator seeded with ``seed`` and
+    the action noise from a NEW generator seeded with the same ``seed`` (not the continuation of the
+    video stream), both drawn in the model's dtype (bf16 on CUDA) on its device, then held as float32.
+    Batch rule: row i is the i-th draw of each stream's generator, so a robot's noise depends only on
+    its row and the seed, never on the robots after it; row 0 is the official noise on any device,
+    and on CPU every row equals the official single draw of the whole batch (torch fills a tensor
+    draw by draw when, as here, a row holds a multiple of 16 values). ``seed`` None: fresh noise from
+    torch's global generator.
+    """
+    video_shape = (1, config.out_dim, config.num_frame_per_block, config.latent_height, config.latent_width)
+    action_shape = (1, config.num_action_per_block, config.action_dim)
+    streams = []
+    for shape in (video_shape, action_shape):
+        generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+        rows = [torch.randn(shape, generator=generator, device=device, dtype=dtype) for _ in range(batch)]
+        streams.append(torch.cat(rows).float())
+    return streams[0], streams[1]
 
 
 class WamSession:
@@ -202,16 +226,8 @@ class WamSession:
             self._write_clean(observed_latents)
 
         device = state.device
-        generator = None
-        if self.sampler.seed is not None:
-            generator = torch.Generator(device=device).manual_seed(self.sampler.seed)
-        # Noise drawn robot by robot (video, then actions), so a robot's chunk does not depend on its batch.
-        video_shape = (1, config.out_dim, config.num_frame_per_block, config.latent_height, config.latent_width)
-        action_shape = (1, config.num_action_per_block, config.action_dim)
-        noise = [(torch.randn(video_shape, generator=generator, device=device),
-                  torch.randn(action_shape, generator=generator, device=device)) for _ in range(self._batch)]
-        video = torch.cat([v for v, _ in noise])
-        actions = torch.cat([a for _, a in noise])
+        video, actions = initial_noise(self._batch, config, self.sampler.seed, device,
+                                       next(self.model.parameters()).dtype)
         state_rows = self._rows(state.reshape(self._batch, 1, config.max_state_dim).float())
         chunk = (self._frame - 1) // config.num_frame_per_block
         video_sampler, action_sampler = FlowSampler(self.sampler), FlowSampler(self.sampler)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from checkpoint_fixtures import LAYOUTS, synthetic_metadata
@@ -19,11 +20,24 @@ def test_q99_normalisation_matches_hand_computed_values() -> None:
     normalizer = Q99Normalizer(np.array([0.0, -1.0, 2.0]), np.array([2.0, 1.0, 2.0]))
     assert np.allclose(normalizer.normalize([1.0, 0.5, 0.7]), [0.0, 0.5, 0.7])  # dim 3 constant: passes through
     assert np.allclose(normalizer.normalize([3.0, -4.0, 5.0]), [1.0, -1.0, 1.0])  # clamped, also pass-through
-    assert np.allclose(normalizer.unnormalize([0.0, 0.5, 0.3]), [1.0, 0.5, 0.3])
-    assert np.allclose(normalizer.unnormalize([2.0, -3.0, 9.0]), [3.0, -3.0, 9.0])  # inverse is not clamped
+    assert np.allclose(normalizer.unnormalize([0.0, 0.5, 0.3]), [1.0, 0.5, 2.0])  # dim 3 constant: q01
+    assert np.allclose(normalizer.unnormalize([2.0, -3.0, 9.0]), [3.0, -3.0, 2.0])  # inverse is not clamped
     chunk = np.random.default_rng(0).uniform(-1, 1, (24, 3))
-    chunk[:, 2] = 0.0
-    assert np.allclose(normalizer.normalize(normalizer.unnormalize(chunk)), chunk)
+    assert np.allclose(normalizer.normalize(normalizer.unnormalize(chunk))[:, :2], chunk[:, :2])
+
+
+def test_q99_inverse_returns_the_constant_of_a_dimension_that_never_moved() -> None:
+    """Issue 14 item 3 (facts §1.10, §10): the official inverse (x + 1) / 2 (q99 - q01) + q01 on float32
+    statistics gives q01 where q01 == q99, also where the float64 statistics differ below float32 precision."""
+    q01, q99 = [0.0, 0.3, 0.1, -1.5], [2.0, 0.3, 0.1 + 1e-12, 0.5]
+    normalizer = Q99Normalizer(np.array(q01), np.array(q99))
+    x_n = np.array([[0.5, 0.7, -0.2, 1.3], [-1.0, 0.0, 1.0, -1.2]])
+    low, high = torch.tensor(q01), torch.tensor(q99)  # float32, as the official loader holds them
+    expected = ((torch.tensor(x_n, dtype=torch.float32) + 1) / 2 * (high - low) + low).double().numpy()
+    assert np.allclose(normalizer.unnormalize(x_n), expected, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(normalizer.unnormalize(x_n)[:, 1:3], np.broadcast_to(low[1:3].double().numpy(), (2, 2)))
+    # Forward: the float32-constant dimension passes through (then clamps) instead of dividing by 1e-12.
+    assert np.allclose(normalizer.normalize([1.0, 0.25, 0.05, 0.0]), [0.0, 0.25, 0.05, 0.5])
 
 
 def test_normalizer_rejects_a_vector_of_the_wrong_width() -> None:
@@ -42,6 +56,17 @@ def test_prompt_templates_repeat_the_lower_cased_instruction() -> None:
     assert NEGATIVE_PROMPT.startswith("Vibrant colors") and NEGATIVE_PROMPT.endswith("walking backwards.")
     with pytest.raises(ValueError, match="did you mean 'agibot'"):
         format_prompt("agibott", "x.")
+
+
+def test_a_prompt_stored_as_a_list_literal_is_unwrapped_to_its_first_element() -> None:
+    """Issue 14 item 8 (facts §10): LeRobot stores tasks as "['Push the button.']"; the official collate
+    uses the first element. Anything that is not a list literal stays as it is."""
+    prompt = format_prompt("oxe_droid", "['Push the button.', 'Press it.']")
+    assert prompt.startswith("A multi-view video shows that a robot push the button. The video is split into ")
+    assert prompt.endswith("(dropped view). The robot push the button.")
+    assert format_prompt("yam", " [\"<DREAM>Fold the towel.\"] ").endswith("The robot fold the towel.")
+    for kept in ("Press [A] then [B].", "[not a literal.", "[__import__('os').getcwd()]", "[]"):
+        assert format_prompt("yam", kept).endswith(f"The robot {kept.lower()}"), kept
 
 
 @pytest.mark.parametrize("tag", sorted(LAYOUTS))

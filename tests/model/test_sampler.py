@@ -1,6 +1,10 @@
 """Flow samplers and cache schedules (facts §2.7, §2.9)."""
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
+import pytest
 import torch
 
 from dreamzero_model import SamplerConfig
@@ -23,6 +27,19 @@ def test_unipc_uses_the_published_16_timesteps() -> None:
     sampler = FlowSampler(SamplerConfig())
     assert sampler.timesteps.tolist() == PUBLISHED_TIMESTEPS
     assert sampler.sigmas[-1].item() == 0.0
+
+
+def test_inference_sigmas_start_from_the_float32_sigma_max() -> None:
+    """Issue 14 item 5 (facts §2.7, §10): sigmas = 5 s / (1 + 4 s), s = linspace(float32(0.999), 0, 17)[:-1],
+    then 0. With the float64 0.999 the 13th sigma (index 12) is 1 float32 ulp lower."""
+    sigma_max = torch.tensor(0.999, dtype=torch.float32).item()
+    assert sigma_max == 0.9990000128746033
+    s = torch.linspace(sigma_max, 0.0, 17, dtype=torch.float64)[:-1]
+    expected = torch.cat([5.0 * s / (1.0 + 4.0 * s), torch.zeros(1, dtype=torch.float64)]).float()
+    sampler = FlowSampler(SamplerConfig())
+    assert torch.equal(sampler.sigmas, expected)
+    assert torch.equal(sampler._unipc.sigmas.float(), expected), "the diffusers solver steps on the same sigmas"
+    assert sampler.timesteps.tolist() == PUBLISHED_TIMESTEPS
 
 
 def test_both_solvers_reach_the_data_with_the_exact_velocity() -> None:
@@ -61,6 +78,36 @@ def test_official_schedule_runs_8_of_16_steps() -> None:
     assert [i for i in range(16) if schedule.should_run(i)] == [0, 1, 2, 6, 10, 13, 14, 15]
     assert all(CacheSchedule("official", 4).should_run(i) for i in range(4))
     assert all(CacheSchedule("all", 16).should_run(i) for i in range(16))
+
+
+# The official NUM_DIT_STEPS presets, from the facts (§2.9), not from the code under test.
+NUM_DIT_STEPS_PRESETS = {"steps5": [0, 1, 2, 7, 12], "steps6": [0, 1, 5, 10, 14, 15],
+                         "steps7": [0, 1, 2, 6, 10, 14, 15], "steps8": [0, 1, 2, 6, 10, 13, 14, 15]}
+
+
+@pytest.mark.parametrize("name", sorted(NUM_DIT_STEPS_PRESETS))
+def test_each_num_dit_steps_preset_is_a_named_cache_schedule(name: str) -> None:
+    """Issue 14 item 6: NUM_DIT_STEPS=5/6/7/8 as cache_schedule 'steps5'...'steps8' (all steps for other counts)."""
+    schedule = CacheSchedule(SamplerConfig(cache_schedule=name).cache_schedule, 16)
+    assert [i for i in range(16) if schedule.should_run(i)] == NUM_DIT_STEPS_PRESETS[name]
+    assert all(CacheSchedule(name, 4).should_run(i) for i in range(4))
+
+
+def test_every_cache_schedule_the_policy_node_offers_is_accepted_by_the_model() -> None:
+    """The node's ``cache_schedule`` choices (read from dreamzero_policy/params.py without importing ROS)
+    reach SamplerConfig and CacheSchedule unchanged (policy_node.make_backend)."""
+    source = (Path(__file__).resolve().parents[2] / "dreamzero_policy" / "params.py").read_text()
+    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call) and node.args
+             and isinstance(node.args[0], ast.Constant) and node.args[0].value == "cache_schedule"]
+    assert len(calls) == 1
+    choices = ast.literal_eval(next(k.value for k in calls[0].keywords if k.arg == "choices"))
+    assert {"official", "all", "dynamic", *NUM_DIT_STEPS_PRESETS} <= set(choices)
+    for name in choices:
+        CacheSchedule(SamplerConfig(cache_schedule=name).cache_schedule, 16)
+    with pytest.raises(ValueError, match="steps5"):
+        SamplerConfig(cache_schedule="steps4")
+    with pytest.raises(ValueError, match="one of"):
+        CacheSchedule("offical", 16)
 
 
 def test_dynamic_schedule_skips_four_on_similar_velocities_then_runs_one() -> None:

@@ -141,6 +141,24 @@ def test_seeded_noise_is_deterministic_and_unseeded_is_not() -> None:
     assert not torch.equal(one.actions, two.actions)
 
 
+def test_initial_noise_is_the_official_draw_with_a_fresh_generator_per_stream() -> None:
+    """Issue 14 item 4 (facts §10): video noise = randn from a generator seeded with 1140, action noise =
+    randn from a NEW generator seeded with 1140. On CPU the official batched draw gives every row."""
+    model, inputs = _model(), _inputs(batch=2)
+    first_call = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args: first_call.append(args[0]) if args[0].actions is not None and not first_call else None)
+    session = WamSession(model, SamplerConfig(solver="euler", num_steps=1, cfg_scale=1.0, cache_schedule="all"))
+    session.reset(inputs["text"], inputs["image"], inputs["first"])
+    session.step(None, inputs["states"][0])
+    handle.remove()
+    video_shape = (2, CONFIG.out_dim, 2, CONFIG.latent_height, CONFIG.latent_width)
+    video_noise = torch.randn(video_shape, generator=torch.Generator().manual_seed(1140))
+    action_noise = torch.randn((2, 24, CONFIG.action_dim), generator=torch.Generator().manual_seed(1140))
+    assert torch.equal(first_call[0].video[:, :CONFIG.out_dim], video_noise)
+    assert torch.equal(first_call[0].actions, action_noise)
+
+
 def test_robots_in_a_batch_do_not_influence_each_other() -> None:
     model, pair = _model(), _inputs(batch=2)
     sampler = SamplerConfig(cfg_scale=2.0)

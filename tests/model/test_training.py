@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dreamzero_model import FLASH_SAMPLER, SamplerConfig, WamSession, build_dit, get_config
-from dreamzero_model.dit import DiTInputs, SelfAttentionPlan
-from dreamzero_model.loss import LossConfig, TrainingSchedule, sample_indices, training_loss
+from dreamzero_model.dit import DiTInputs, DiTOutput, SelfAttentionPlan
+from dreamzero_model.loss import LossConfig, TrainingBatch, TrainingSchedule, sample_indices, training_loss
 from dreamzero_model.masks import teacher_forcing_mask
 from moving_squares import make_batch
 
@@ -96,6 +96,58 @@ def test_padded_action_dimensions_are_not_learned() -> None:
     decoder_out = model.action_decoder.layer2
     assert decoder_out.b.grad[0, 2:].abs().max().item() == 0.0
     assert decoder_out.b.grad[0, :2].abs().max().item() > 0.0
+
+
+class _ZeroVelocityModel(torch.nn.Module):
+    """Stands in for the DiT: predicts zero velocity and records its inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = CONFIG
+        self.inputs: list[DiTInputs] = []
+
+    def prepare_context(self, text: torch.Tensor, image: torch.Tensor) -> list:
+        return []
+
+    def forward(self, inputs: DiTInputs, context: list, plan: SelfAttentionPlan) -> DiTOutput:
+        self.inputs.append(inputs)
+        return DiTOutput(video=torch.zeros_like(inputs.video[:, :CONFIG.out_dim]),
+                         actions=torch.zeros_like(inputs.actions))
+
+
+def _facts_weight(timestep: torch.Tensor) -> torch.Tensor:
+    """w(t) of facts §2.7 on the 1000-step grid (shift 5), looked up at the nearest grid timestep."""
+    s = torch.linspace(1.0, 0.0, 1001, dtype=torch.float64)[:-1]
+    grid = 1000.0 * 5.0 * s / (1.0 + 4.0 * s)
+    raw = torch.exp(-2.0 * ((grid - 500.0) / 1000.0) ** 2)
+    weights = (raw - raw.min()) * (1000.0 / (raw - raw.min()).sum())
+    return weights[(grid[None, None, :] - timestep.double()[..., None]).abs().argmin(-1)]
+
+
+def test_action_loss_averages_over_all_32_padded_dims_like_the_official_trainer() -> None:
+    """Issue 14 item 7 (facts §6.1, §10): mean over (sample, action step) of w(t) x the masked squared error
+    averaged over ALL 32 dims. DROID has 8 real dims, so a per-real-dim mean would be 4x larger."""
+    generator = torch.Generator().manual_seed(0)
+    size, chunks, real = 2, 2, 8
+    actions = torch.zeros(size, chunks * 24, CONFIG.action_dim)
+    actions[..., :real] = torch.rand(size, chunks * 24, real, generator=generator) * 2 - 1
+    mask = torch.zeros(size, CONFIG.action_dim)
+    mask[:, :real] = 1.0
+    batch = TrainingBatch(
+        latents=torch.randn(size, CONFIG.out_dim, 1 + 2 * chunks, CONFIG.latent_height, CONFIG.latent_width,
+                            generator=generator),
+        actions=actions, action_mask=mask, state=torch.zeros(size, chunks, CONFIG.max_state_dim),
+        text=torch.zeros(size, CONFIG.text_len, CONFIG.text_dim),
+        image=torch.zeros(size, CONFIG.num_image_tokens, CONFIG.clip_dim))
+    model = _ZeroVelocityModel()
+    loss = training_loss(model, batch, generator=torch.Generator().manual_seed(1))
+    seen = model.inputs[0]
+    sigma = seen.action_timestep.double()[..., None] / 1000.0  # B, K*24, 1
+    noise = (seen.actions.double() - (1.0 - sigma) * actions.double()) / sigma  # x_t = (1 - s) a + s eps
+    squared = (0.0 - (noise - actions.double())) ** 2 * mask.double()[:, None, :]
+    expected = (squared.sum(-1) / 32 * _facts_weight(seen.action_timestep)).mean()
+    assert loss.action.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert loss.total.item() == pytest.approx(loss.video.item() + loss.action.item(), rel=1e-6)
 
 
 def test_tiny_model_learns_moving_squares_in_200_steps() -> None:
