@@ -103,8 +103,11 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
           choices=("", "float32", "bfloat16", "float16")),
     Param("server_url", "ws://127.0.0.1:8000", "WebSocket URL of the remote backend."),
     Param("server_token", "", "Bearer token sent to the remote server (the official server ignores it)."),
-    Param("call_timeout_s", 120.0, "Longest wait for one backend call (a first GPU call can take minutes).",
-          bounds=(0.1, 3600.0)),
+    Param("call_timeout_s", 120.0, "Longest wait for one backend call's reply (remote: once connected; a first GPU "
+                                   "call can take minutes).", bounds=(0.1, 3600.0)),
+    Param("connect_timeout_s", 10.0, "Remote backend: longest connection attempt (TCP, WebSocket upgrade, the "
+                                     "server's handshake). A failed attempt fails the query at once (ERROR, cause "
+                                     "named); attempts back off 0.5, 1, 2, 4 s.", bounds=(0.1, 600.0)),
     Param("prompt", "", "Initial instruction; change it at run time on ~/prompt.", read_only=False),
     Param("execute_steps", 24, "Steps of a chunk executed before the next chunk is due; the next query starts "
                                "that many steps after the previous t_obs minus the measured latency. 24 = the "
@@ -117,8 +120,11 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param("cfg_scale", 5.0, "Classifier-free guidance on video (1.0 disables the unconditional branch).",
           bounds=(1.0, 20.0)),
     Param("seed", 1140, "Seed of each call's initial noise (official 1140); -1 for fresh noise.", bounds=(-1, 2**31 - 1)),
-    Param("frame_mode", "training", "Frame history per continuation query: 9 frames at the training spacing, or the "
-                                    "official server's 4 frames at steps -23/-16/-8/0.", choices=("training", "official")),
+    Param("frame_mode", "auto", "Frame history per continuation query: training = 9 frames at the training "
+                                "spacing; official = the official server's 4 frames at steps -23/-16/-8/0; auto = "
+                                "local backend training, remote backend as the server's handshake says (key "
+                                "frame_mode; absent, as from the official server: official).",
+          choices=("auto", "training", "official")),
     Param("camera_topics", [""], "Topic overrides 'camera_key=topic' (default topics come from the embodiment YAML)."),
     Param("camera_reliability", "best_effort", "QoS reliability of camera subscriptions.",
           choices=("best_effort", "reliable")),
@@ -155,6 +161,7 @@ class PolicySettings:
     server_url: str
     server_token: str
     call_timeout_s: float
+    connect_timeout_s: float
     prompt: str
     execute_steps: int
     solver: str

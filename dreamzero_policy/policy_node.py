@@ -29,6 +29,7 @@ position when chunks stop.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import traceback
 import uuid
@@ -51,7 +52,7 @@ from dreamzero_embodiments.scheduling import QueryScheduler
 from dreamzero_embodiments.spec import EmbodimentSpec
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.backends.base import (BackendError, BackendRecoveringError, Observation, PolicyBackend,
-                                            SessionLostError)
+                                            SessionLostError, route_backend_logs)
 from dreamzero_policy.conversions import (Chunk, chunk_to_message, image_to_rgb, joint_state_arrays, rgb_to_image,
                                           stamp_to_ns)
 from dreamzero_policy.diagnostics import ERROR, OK, WARN, diagnostic_array
@@ -72,7 +73,8 @@ def make_backend(settings: PolicySettings, spec: EmbodimentSpec) -> PolicyBacken
         from dreamzero_policy.backends.remote import RemoteBackend
 
         return RemoteBackend(spec, settings.server_url, token=settings.server_token or None,
-                             call_timeout_s=settings.call_timeout_s)
+                             call_timeout_s=settings.call_timeout_s, connect_timeout_s=settings.connect_timeout_s,
+                             frame_mode=settings.frame_mode)
     from dreamzero_model import SamplerConfig
     from dreamzero_policy.backends.local import LocalBackend
     from dreamzero_policy.backends.process import ProcessBackend
@@ -96,6 +98,7 @@ class PolicyNode(ManagedNode):
         self._settings: PolicySettings | None = None
         self._spec: EmbodimentSpec | None = None
         self._backend: PolicyBackend | None = None
+        self._unroute_backend_logs = None
         self._assembler: ObservationAssembler | None = None
         self._state_gate: JointStateGate | None = None
         self._scheduler: QueryScheduler | None = None
@@ -144,12 +147,16 @@ class PolicyNode(ManagedNode):
             raise ValueError(f"camera_topics names unknown cameras {unknown}; {spec.name} has "
                              f"{[c.key for c in spec.cameras]}")
         self._prompt = settings.prompt
-        self._assembler = ObservationAssembler(spec, frame_mode=settings.frame_mode,
+        # frame_mode auto: training until the backend says otherwise (_follow_backend_frame_mode); a session's
+        # first query carries one frame in every mode, and the remote backend knows its server by then.
+        self._assembler = ObservationAssembler(spec, frame_mode="training" if settings.frame_mode == "auto"
+                                               else settings.frame_mode,
                                                camera_timeout_s=settings.camera_timeout_s,
                                                frame_tolerance_s=settings.frame_tolerance_s,
                                                state_tolerance_s=settings.state_tolerance_s)
         self._state_gate = JointStateGate(robot_limits(spec, robot), spec.safety)
         self._scheduler = QueryScheduler(settings.execute_steps, spec.timing.dt)
+        self._unroute_backend_logs = route_backend_logs(self._log_from_backend)
         self._backend = make_backend(settings, spec)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-inference")
         self._chunk_pub = self.create_lifecycle_publisher(ActionChunk, "~/action_chunk", reliable_qos())
@@ -195,7 +202,9 @@ class PolicyNode(ManagedNode):
             self._worker.shutdown(wait=True, cancel_futures=True)
         if self._backend is not None:
             self._backend.close()
-        self._worker = self._backend = self._inflight = None
+        if self._unroute_backend_logs is not None:
+            self._unroute_backend_logs()
+        self._worker = self._backend = self._inflight = self._unroute_backend_logs = None
 
     # ---------------------------------------------------------------- callbacks
     def _on_image(self, key: str, msg: Image | CompressedImage) -> None:
@@ -276,6 +285,7 @@ class PolicyNode(ManagedNode):
         now_ns = self.get_clock().now().nanoseconds
         if not self._scheduler.due(now_ns):
             return
+        self._follow_backend_frame_mode()
         try:
             assembled = self._assembler.assemble(now_ns, first_of_session=self._first_of_session)
         except ObservationError as error:
@@ -287,6 +297,27 @@ class PolicyNode(ManagedNode):
                                   first_of_session=self._first_of_session)
         self._inflight_since_ns = now_ns
         self._inflight = self._worker.submit(self._infer, observation)
+
+    def _follow_backend_frame_mode(self) -> None:
+        """frame_mode auto: the frames the backend asks for (remote: from the server's handshake, known once
+        connected; other backends ask for nothing and keep training)."""
+        wanted = getattr(self._backend, "frame_mode", None)
+        if self._settings.frame_mode != "auto" or wanted is None or wanted == self._assembler.schedule.mode:
+            return
+        self.get_logger().info(f"frame_mode auto: continuation queries carry the frames of mode {wanted}")
+        self._assembler.set_frame_mode(wanted)
+
+    def _log_from_backend(self, level: int, message: str) -> None:
+        """Backend :mod:`logging` records (``route_backend_logs``) in this node's log."""
+        logger = self.get_logger()
+        if level >= logging.ERROR:
+            logger.error(message)
+        elif level >= logging.WARNING:
+            logger.warning(message)
+        elif level >= logging.INFO:
+            logger.info(message)
+        else:
+            logger.debug(message)
 
     # ---------------------------------------------------------------- worker thread
     def _infer(self, observation: Observation) -> None:
@@ -365,6 +396,9 @@ class PolicyNode(ManagedNode):
         }
         for key, age in self._assembler.camera_ages_s(now_ns).items():
             values[f"camera_age_s.{key}"] = age
+        connection = getattr(self._backend, "connection_status", None)  # remote backend: its server connection
+        if connection is not None:
+            values.update(connection.diagnostic_values())
         blocked = self._blocked
         if blocked and self._last_refusal_ns > (self._chunk_times[-1] if self._chunk_times else 0):
             blocked += f"; last {self._last_refusal}"  # e.g. why no joint state is near t_obs

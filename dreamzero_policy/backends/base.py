@@ -5,11 +5,18 @@ buffers and publishes the :class:`BackendPrediction` as an ``ActionChunk``. Unit
 joint values as in ROS (rad, m) and grippers/effectors in the checkpoint's units; the embodiment
 YAML's unit maps convert between the two, on the state side in the node and on the action side in
 the adapter. Calls may block for seconds; the node runs them on a worker thread.
+
+Backends log through :mod:`logging` under :data:`BACKEND_LOGGER`; :func:`route_backend_logs` is the one
+place that hands those records to a node's log.
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+BACKEND_LOGGER = "dreamzero_policy.backends"  # the parent of every backend module's logger
 
 import numpy as np
 
@@ -77,3 +84,32 @@ class PolicyBackend(Protocol):
 
     def close(self) -> None:
         """Release connections and memory."""
+
+
+class _Route(logging.Handler):
+    def __init__(self, sink: Callable[[int, str], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self._sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._sink(record.levelno, self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise into the backend; reported by logging
+            self.handleError(record)
+
+
+def route_backend_logs(sink: Callable[[int, str], None]) -> Callable[[], None]:
+    """Hand every backend's log records (INFO and above) to ``sink(level, message)``, e.g. a node's logger.
+
+    Args:
+        sink: called with the :mod:`logging` level and the formatted message, from the thread that logged.
+
+    Returns:
+        A function that stops the routing.
+    """
+    logger = logging.getLogger(BACKEND_LOGGER)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)  # INFO lines (connected, sessions) would stop at the root's WARNING
+    handler = _Route(sink)
+    logger.addHandler(handler)
+    return lambda: logger.removeHandler(handler)

@@ -1,64 +1,88 @@
 """The ``remote`` backend: a client for the DreamZero / RoboArena WebSocket policy protocol (facts §3.3).
 
 A GPU box runs the official DreamZero server (``socket_test_optimized_AR.py`` with
-``eval_utils/policy_server.py``); this module turns :class:`~dreamzero_policy.backends.base.Observation`
-into its requests and its replies into :class:`~dreamzero_policy.backends.base.BackendPrediction`.
+``eval_utils/policy_server.py``) or our own; this module turns
+:class:`~dreamzero_policy.backends.base.Observation` into its requests and its replies into
+:class:`~dreamzero_policy.backends.base.BackendPrediction`.
 
-Protocol, as implemented here (facts §3.3-3.4):
+Protocol, as implemented here (facts §3.3-3.5):
 
 * WebSocket, binary frames, no compression, no message size limit; msgpack with openpi's
   ``msgpack_numpy`` (ndarrays as ``{__ndarray__, data, dtype, shape}`` maps).
-* On connect the server first sends its ``PolicyServerConfig`` map; :func:`check_server_config` compares
-  it with the embodiment before anything is sent.
+* On connect the server first sends its metadata (``PolicyServerConfig``); :func:`check_server_config`
+  compares it with the embodiment before anything is sent. A server that takes 9 frames at the training
+  spacing per continuation query says so with ``frame_mode: "training"`` (:data:`FRAME_MODE_KEY`); the
+  official server has no such key and keeps only the last 4 frames it receives (facts §3.4), so without
+  the key the server takes the official 4 (:attr:`RemoteBackend.frame_mode`).
 * One request map per message, ``endpoint`` = ``"infer"`` or ``"reset"``. ``infer`` replies with a
   float32[24, 8] ndarray of ABSOLUTE targets (the server adds the state to relative keys itself), so
   every returned dimension is marked absolute. ``reset`` replies with the text frame
   ``"reset successful"``. An error is a text frame holding the server's traceback, then close code 1011.
 * The server holds ONE global model state and frame buffer keyed by ``session_id``; a new session id or
-  ``reset`` starts a new context (facts §3.4). It does not care which connection a request comes on,
-  so a reconnect keeps the session.
+  ``reset`` starts a new context (facts §3.4).
 
 Request keys are data (:data:`WIRE_KEYS`): ``oxe_droid`` uses the RoboArena names the official server
-maps to the model's keys (facts §1.4). Every other embodiment uses generic ``observation/<camera key>``
-and ``observation/<state key>`` names, which only our own server (the future ``dreamzero serve``)
-accepts: the official server is DROID-only (facts §0).
+maps to the model's keys (facts §1.4), plus ``observation/cartesian_position`` as the official clients
+send it (facts §3.3): zeros, because an :class:`Observation` carries no end-effector pose. Every other
+embodiment uses generic ``observation/<camera key>`` and ``observation/<state key>`` names, which only
+our own server (the future ``dreamzero serve``) accepts: the official server is DROID-only (facts §0).
 
-Connections are lazy (first call), direct (no HTTP proxy) and re-made after a drop: a call that finds
-the connection gone reconnects with ``reconnect_backoff_s`` between attempts, re-reads and re-checks the
-handshake, and retries its request once, all within ``call_timeout_s``. A timed-out or failed call
-drops the connection, because a late reply would otherwise answer the next request. A lock keeps at
-most one request in flight. An optional token goes out as ``Authorization: Bearer <token>``; the
-official server ignores it (it has no authentication, facts §3.3), so it only helps behind a proxy
+Connections are lazy (first call) and direct (no HTTP proxy). One connection attempt (TCP, upgrade,
+handshake) takes at most ``connect_timeout_s``; a call that finds no open connection makes one attempt
+and, when it fails, raises at once naming the cause, so a dead server is an error within one attempt,
+not after ``call_timeout_s``. Failed attempts back off (``reconnect_backoff_s``): a call before the next
+attempt is due raises at once without trying. ``call_timeout_s`` bounds the exchange once connected.
+
+A request is never run twice: a call whose connection drops (or times out) after its request was sent
+raises and is counted (:attr:`ConnectionStatus.lost_calls`), and the caller queries again with a fresh
+observation. Only a request that never left (the connection was already closed when sending) goes out
+once on a new connection. A new connection may reach a restarted server with no context, so the server
+holds none of ours until a ``reset`` or a session's first query: a continuation query on such a
+connection first sends ``reset`` for its session and then only its newest frame, which the server takes
+as the session's first frame (facts §3.4); our context and the server's agree again. A timed-out or
+failed call drops the connection, because a late reply would otherwise answer the next request. A lock
+keeps at most one request in flight. An optional token goes out as ``Authorization: Bearer <token>``;
+the official server ignores it (it has no authentication, facts §3.3), so it only helps behind a proxy
 that checks it.
 
-Plain Python: imports numpy, openpi_client, websockets and the embodiment spec, never rclpy. Logs
-through :mod:`logging` (the node routes it). Dimensions: H horizon (24), A action dims, S state dims,
-T frames, V views.
+Plain Python: imports numpy, openpi_client, websockets and the embodiment layer, never rclpy. Logs
+through :mod:`logging` under ``dreamzero_policy.backends`` (the node routes it to its own log,
+:func:`~dreamzero_policy.backends.base.route_backend_logs`). Dimensions: H horizon (24), A action dims,
+S state dims, T frames, V views.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 from openpi_client import msgpack_numpy
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 from websockets.uri import parse_uri
 
+from dreamzero_embodiments.frames import FRAME_MODES, FrameSchedule
 from dreamzero_embodiments.spec import EmbodimentSpec
 from dreamzero_policy.backends.base import BackendError, BackendPrediction, Observation
 
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
 
 ENDPOINT_INFER = "infer"                # facts §3.3
 ENDPOINT_RESET = "reset"
 RESET_REPLY = "reset successful"        # the server's text reply to a reset (facts §3.3)
 ACTION_SPACE = "joint_position"         # the only action space whose replies we can use (facts §3.3)
+FRAME_MODE_KEY = "frame_mode"
+"""Handshake key a server uses to announce the frames it takes per continuation query: ``"training"`` (9 at
+the training spacing, our own server) or ``"official"``. Absent (the official server): ``"official"``."""
+SERVER_FRAME_MODE_DEFAULT = "official"  # the official server keeps the last 4 frames (facts §3.4)
+FRAME_MODE_CHOICES = ("auto", *FRAME_MODES)
+CARTESIAN_DIM = 6                       # observation/cartesian_position (6,) (facts §3.3)
 # The server runs inference inside its event loop and cannot answer pings meanwhile (seconds, minutes
 # during warm-up); these are the reference client's keep-alive values (facts §3.3).
 PING_INTERVAL_S = 60.0
@@ -66,6 +90,9 @@ PING_TIMEOUT_S = 600.0
 # How long dropping a connection waits for the server's close frame. A server busy with inference
 # cannot answer (facts §3.3), so this bounds the wait after a timeout rather than waiting politely.
 CLOSE_TIMEOUT_S = 1.0
+# Pauses after failed connection attempts; the last repeats. A restarted server is found within a few
+# seconds, and a host that stays down gets one attempt (and one log line) per 4 s.
+RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -78,11 +105,14 @@ class WireKeys:
         wrist_views: spec camera keys the server counts as wrist cameras (``needs_wrist_camera``), the
             rest count as ``n_external_cameras``; None when the table does not say (generic keys), in
             which case only the total number of cameras is checked.
+        cartesian_position: request key of the end-effector pose float64[6] the reference clients send
+            (facts §3.3), or None when the protocol has none. Sent as zeros: an observation carries no pose.
     """
 
     views: Mapping[str, str]
     state: Mapping[str, str]
     wrist_views: frozenset[str] | None
+    cartesian_position: str | None = None
 
 
 # Request keys per embodiment tag (facts §1.4, §3.3). Tags not listed use generic keys
@@ -94,8 +124,46 @@ WIRE_KEYS: Mapping[str, WireKeys] = {
                "wrist_image_left": "observation/wrist_image_left"},
         state={"joint_position": "observation/joint_position",
                "gripper_position": "observation/gripper_position"},
-        wrist_views=frozenset({"wrist_image_left"})),
+        wrist_views=frozenset({"wrist_image_left"}),
+        cartesian_position="observation/cartesian_position"),
 }
+
+
+@dataclass(frozen=True)
+class ConnectionStatus:
+    """The connection to the server, for diagnostics.
+
+    Attributes:
+        url: the server.
+        connected: a connection is open.
+        frame_mode: what continuation queries must carry (:attr:`RemoteBackend.frame_mode`); None before
+            the first handshake when it is ``auto``.
+        failed_attempts: connection attempts failed since the last successful one.
+        last_failure: why the last attempt failed ("" after a success).
+        reconnects: connections made after the first.
+        lost_calls: requests sent whose reply never came (connection dropped, or ``call_timeout_s``):
+            never resent.
+    """
+
+    url: str
+    connected: bool
+    frame_mode: str | None
+    failed_attempts: int
+    last_failure: str
+    reconnects: int
+    lost_calls: int
+
+    def diagnostic_values(self) -> dict[str, object]:
+        """The fields as ``server.<field>`` diagnostic values."""
+        return {"server.url": self.url, "server.connected": self.connected,
+                "server.frame_mode": self.frame_mode or "unknown (not connected yet)",
+                "server.failed_connection_attempts": self.failed_attempts,
+                "server.last_connection_failure": self.last_failure or "none",
+                "server.reconnects": self.reconnects, "server.lost_calls": self.lost_calls}
+
+
+class _NotSent(Exception):
+    """The connection was closed before the request left: it can go out on a new connection."""
 
 
 def wire_keys(spec: EmbodimentSpec) -> WireKeys:
@@ -115,7 +183,8 @@ def wire_keys(spec: EmbodimentSpec) -> WireKeys:
         problems.append(f"cameras: table has {sorted(keys.views)}, spec has {sorted(camera_keys)}")
     if sorted(keys.state) != sorted(state_keys):
         problems.append(f"state: table has {sorted(keys.state)}, spec has {sorted(state_keys)}")
-    names = [*keys.views.values(), *keys.state.values(), "endpoint", "prompt", "session_id"]
+    names = [*keys.views.values(), *keys.state.values(), "endpoint", "prompt", "session_id",
+             *([keys.cartesian_position] if keys.cartesian_position else [])]
     if len(set(names)) != len(names):
         problems.append(f"request keys collide: {sorted(n for n in set(names) if names.count(n) > 1)}")
     if problems:
@@ -124,12 +193,17 @@ def wire_keys(spec: EmbodimentSpec) -> WireKeys:
     return keys
 
 
+def server_frame_mode(config: Mapping[str, Any]) -> str:
+    """The frames a server takes per continuation query, from its handshake (:data:`FRAME_MODE_KEY`)."""
+    return config.get(FRAME_MODE_KEY, SERVER_FRAME_MODE_DEFAULT)
+
+
 def check_server_config(config: Any, spec: EmbodimentSpec, keys: WireKeys) -> list[str]:
     """Compare the server's handshake (``PolicyServerConfig``, facts §3.3) with the embodiment.
 
     Returns:
         One ``"<field>: server <value>, embodiment <name> <value>"`` line per problem; empty when they match.
-        Fields the server adds beyond ``PolicyServerConfig`` are ignored.
+        Fields the server adds beyond ``PolicyServerConfig`` and :data:`FRAME_MODE_KEY` are ignored.
     """
     if not isinstance(config, dict):
         return [f"handshake: expected a msgpack map, got {type(config).__name__}"]
@@ -164,6 +238,9 @@ def check_server_config(config: Any, spec: EmbodimentSpec, keys: WireKeys) -> li
             problems.append(f"action_space: server {config['action_space']!r}, {where} {ACTION_SPACE!r}")
     if config.get("needs_stereo_camera", False):
         problems.append(f"needs_stereo_camera: server True, {where} False (only left images are sent)")
+    if server_frame_mode(config) not in FRAME_MODES:
+        problems.append(f"{FRAME_MODE_KEY}: server {config[FRAME_MODE_KEY]!r}, expected one of "
+                        f"{', '.join(FRAME_MODES)} (or no such key: {SERVER_FRAME_MODE_DEFAULT})")
     return problems
 
 
@@ -171,7 +248,8 @@ def build_request(observation: Observation, spec: EmbodimentSpec, keys: WireKeys
     """The ``infer`` request map for ``observation`` (facts §3.3).
 
     Frames go out as uint8[T, H, W, 3], or uint8[H, W, 3] when T == 1 (the server appends either to
-    its buffer, facts §3.4); the state float64[S] is split per spec state key (model units).
+    its buffer, facts §3.4); the state float64[S] is split per spec state key (model units); the
+    end-effector pose, where the protocol has one, is float64[6] zeros (an observation carries none).
 
     Raises:
         ValueError: views or state do not match the spec (names the key, expected and received).
@@ -198,9 +276,17 @@ def build_request(observation: Observation, spec: EmbodimentSpec, keys: WireKeys
     for key in spec.state:
         request[keys.state[key.key]] = state[start:start + key.dim].copy()
         start += key.dim
+    if keys.cartesian_position:
+        request[keys.cartesian_position] = np.zeros(CARTESIAN_DIM, dtype=np.float64)
     request["prompt"] = observation.prompt
     request["session_id"] = observation.session_id
     return request
+
+
+def newest_frame_only(observation: Observation) -> Observation:
+    """``observation`` with each view cut to its newest frame (T = 1), as a session's first query."""
+    return replace(observation, views={key: frames[-1:] for key, frames in observation.views.items()},
+                   first_of_session=True)
 
 
 def parse_actions(reply: Any, horizon: int, action_dim: int) -> np.ndarray:
@@ -220,6 +306,10 @@ def parse_actions(reply: Any, horizon: int, action_dim: int) -> np.ndarray:
     return actions
 
 
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
 class RemoteBackend:
     """:class:`~dreamzero_policy.backends.base.PolicyBackend` that asks a DreamZero server over WebSocket.
 
@@ -227,17 +317,20 @@ class RemoteBackend:
         spec: the embodiment; fixes cameras, resolution, state split, horizon and action dims.
         url: ``ws://host:port`` or ``wss://host:port`` of the server.
         token: sent as ``Authorization: Bearer <token>`` when given (the official server ignores it).
-        call_timeout_s: the whole of one ``reset``/``infer``: reconnecting, sending, waiting for the reply.
+        call_timeout_s: one ``reset``/``infer`` once connected: sending and waiting for the reply.
         connect_timeout_s: one connection attempt: TCP, WebSocket upgrade and reading the handshake.
-        reconnect_backoff_s: pauses between failed connection attempts; the last repeats.
+        reconnect_backoff_s: pauses after failed connection attempts; the last repeats.
+        frame_mode: what continuation queries carry: ``auto`` (as the server's handshake says,
+            :attr:`frame_mode`), ``training`` or ``official`` (forced; a server that announces otherwise
+            is warned about).
 
     Raises:
-        ValueError: bad url, timeouts or backoff, or the embodiment has no request key table.
+        ValueError: bad url, timeouts, backoff or frame mode, or the embodiment has no request key table.
     """
 
     def __init__(self, spec: EmbodimentSpec, url: str, token: str | None = None, call_timeout_s: float = 30.0,
-                 connect_timeout_s: float = 10.0,
-                 reconnect_backoff_s: tuple[float, ...] = (0.5, 1, 2, 4)) -> None:
+                 connect_timeout_s: float = 10.0, reconnect_backoff_s: tuple[float, ...] = RECONNECT_BACKOFF_S,
+                 frame_mode: str = "auto") -> None:
         try:
             parse_uri(url)
         except InvalidURI as error:
@@ -249,6 +342,9 @@ class RemoteBackend:
         if not reconnect_backoff_s or any(not d >= 0 for d in reconnect_backoff_s):
             raise ValueError(f"remote backend: reconnect_backoff_s must be non-empty and >= 0, "
                              f"got {reconnect_backoff_s}")
+        if frame_mode not in FRAME_MODE_CHOICES:
+            raise ValueError(f"remote backend: frame_mode must be one of {', '.join(FRAME_MODE_CHOICES)}, "
+                             f"got {frame_mode!r}")
         self._spec = spec
         self._keys = wire_keys(spec)
         self._url = url
@@ -258,17 +354,49 @@ class RemoteBackend:
         self._call_timeout_s = float(call_timeout_s)
         self._connect_timeout_s = float(connect_timeout_s)
         self._backoff_s = tuple(float(d) for d in reconnect_backoff_s)
+        self._frame_mode = frame_mode
+        # frames per camera a continuation query carries in each mode (first query of a session: 1)
+        self._frames_per_query = {mode: len(FrameSchedule.from_spec(spec, mode).step_offsets) for mode in FRAME_MODES}
         self._request_lock = threading.Lock()   # held for a whole call: one request in flight
         self._state_lock = threading.Lock()     # guards _ws and _closed; close() takes only this one
         self._ws: ClientConnection | None = None
         self._closed = False
         self._server_config: dict[str, Any] | None = None
-        self._session_id: str | None = None
+        self._session_id: str | None = None        # the session of the last request
+        self._context_session: str | None = None   # the session the server holds context for, on this connection
+        self._connections = 0
+        self._failed_attempts = 0
+        self._first_failure_s = 0.0
+        self._last_failure = ""
+        self._next_attempt_s = 0.0
+        self._lost_calls = 0
+        self._warned_prompt_session: str | None = None
+        self._warned_frames: tuple[str, int] | None = None
 
     @property
     def server_config(self) -> dict[str, Any] | None:
         """The handshake of the current (or last) connection, None before the first connection."""
         return self._server_config
+
+    @property
+    def frame_mode(self) -> str | None:
+        """What continuation queries must carry: ``training`` (9 frames at the training spacing) or
+        ``official`` (4 frames at steps -23/-16/-8/0). Forced by the constructor, or with ``auto`` read
+        from the handshake (:data:`FRAME_MODE_KEY`; absent: ``official``), None before the first one.
+        A session's first query carries 1 frame in either mode, so the caller needs it only later."""
+        if self._frame_mode != "auto":
+            return self._frame_mode
+        config = self._server_config
+        return None if config is None else server_frame_mode(config)
+
+    @property
+    def connection_status(self) -> ConnectionStatus:
+        """The connection now, for diagnostics."""
+        ws = self._ws
+        return ConnectionStatus(url=self._url, connected=ws is not None and ws.state is State.OPEN,
+                                frame_mode=self.frame_mode, failed_attempts=self._failed_attempts,
+                                last_failure=self._last_failure, reconnects=max(self._connections - 1, 0),
+                                lost_calls=self._lost_calls)
 
     def reset(self, prompt: str, session_id: str) -> None:
         """Send ``endpoint: reset`` with the prompt and session id; the server starts a new context.
@@ -276,15 +404,13 @@ class RemoteBackend:
         Raises:
             BackendError: no connection, a timeout, or a reply other than ``"reset successful"``.
         """
-        reply = self._call({"endpoint": ENDPOINT_RESET, "prompt": prompt, "session_id": session_id},
-                           ENDPOINT_RESET)
-        if reply != RESET_REPLY:
-            raise BackendError(f"reset: expected the reply {RESET_REPLY!r} from {self._url}, got {reply!r:.200}")
-        self._session_id = session_id
-        logger.info("remote backend: reset, session %s", session_id)
+        payload = msgpack_numpy.packb({"endpoint": ENDPOINT_RESET, "prompt": prompt, "session_id": session_id})
+        with self._request_lock:
+            self._note_session(session_id, prompt, "a reset")
+            self._on_connection(lambda ws, deadline: self._reset_on(ws, payload, session_id, deadline))
 
     def infer(self, observation: Observation) -> BackendPrediction:
-        """Ask the server for the chunk following ``observation``.
+        """Ask the server for the chunk following ``observation``; the request goes out at most once.
 
         Returns:
             actions float64[H, A], model units, absolute (``relative`` all False: the server returns
@@ -292,17 +418,16 @@ class RemoteBackend:
 
         Raises:
             ValueError: the observation does not match the spec.
-            BackendError: no connection, a timeout, a server error (its traceback in the message) or a
-                malformed reply.
+            BackendError: no connection, a timeout, a lost connection, a server error (its traceback in
+                the message) or a malformed reply.
         """
         request = build_request(observation, self._spec, self._keys)
-        if observation.session_id != self._session_id:
-            logger.info("remote backend: session %s -> %s (the server starts a new context)",
-                        self._session_id, observation.session_id)
-            self._session_id = observation.session_id
-        start = time.monotonic()
-        reply = self._call(request, ENDPOINT_INFER)
-        round_trip_s = time.monotonic() - start
+        with self._request_lock:
+            self._note_session(observation.session_id, observation.prompt, "its first query")
+            self._check_frames(observation)
+            start = time.monotonic()
+            reply = self._on_connection(lambda ws, deadline: self._infer_on(ws, observation, request, deadline))
+            round_trip_s = time.monotonic() - start
         if isinstance(reply, str):
             raise BackendError(f"infer: expected a binary reply from {self._url}, got the text {reply!r:.200}")
         try:
@@ -322,63 +447,151 @@ class RemoteBackend:
             ws.close()
             logger.info("remote backend: closed the connection to %s", self._url)
 
-    # ----------------------------------------------------------------------------------- transport
-    def _call(self, request: dict[str, Any], endpoint: str) -> bytes | str:
-        """Send one request and return the raw reply; reconnect and retry once if the connection drops.
+    # ------------------------------------------------------------------------------------- sessions
+    def _note_session(self, session_id: str, prompt: str, how: str) -> None:
+        """Log a session change; warn once per session that starts without an instruction."""
+        if session_id != self._session_id:
+            was = f" (was {self._session_id})" if self._session_id is not None else ""
+            logger.info("remote backend: session %s starts with %s%s", session_id, how, was)
+            self._session_id = session_id
+        if not prompt.strip() and self._warned_prompt_session != session_id:
+            self._warned_prompt_session = session_id
+            logger.warning("remote backend: session %s starts without an instruction: the server gets an empty "
+                           "prompt", session_id)
 
-        A text reply is returned only for ``reset`` when it is ``"reset successful"``; any other text is
-        the server's traceback and raises.
-        """
-        payload = msgpack_numpy.packb(request)
-        with self._request_lock:
-            deadline = time.monotonic() + self._call_timeout_s
-            for attempt in range(2):
-                ws = self._connection(deadline)
-                if self._needs_session_id() and not request.get("session_id"):
-                    raise BackendError(f"{endpoint}: the server needs a session id (needs_session_id) and got none")
-                try:
-                    ws.send(payload)
-                    reply = ws.recv(timeout=max(deadline - time.monotonic(), 0.0))
-                except TimeoutError as error:
-                    self._drop(ws)
-                    raise BackendError(f"{endpoint}: no reply from {self._url} within "
-                                       f"{self._call_timeout_s:g} s") from error
-                except (ConnectionClosed, OSError) as error:
-                    self._drop(ws)
-                    if attempt == 0 and not self._is_closed():
-                        logger.warning("remote backend: connection to %s lost during %s (%s); reconnecting",
-                                       self._url, endpoint, error)
-                        continue
-                    raise BackendError(f"{endpoint}: connection to {self._url} lost: {error}") from error
-                if isinstance(reply, str) and not (endpoint == ENDPOINT_RESET and reply == RESET_REPLY):
-                    self._drop(ws)  # the server closes with 1011 after an error (facts §3.3)
-                    raise BackendError(f"{endpoint}: server error from {self._url}:\n{reply}")
-                return reply
+    def _check_frames(self, observation: Observation) -> None:
+        """Warn (once per case) when a continuation query carries other than what the server takes."""
+        config = self._server_config
+        if observation.first_of_session or config is None or server_frame_mode(config) not in FRAME_MODES:
+            return
+        mode = server_frame_mode(config)
+        frames = next(iter(observation.views.values())).shape[0]
+        if frames != self._frames_per_query[mode] and self._warned_frames != (mode, frames):
+            self._warned_frames = (mode, frames)
+            logger.warning("remote backend: a continuation query carries %d frames per camera, but the server at "
+                           "%s takes %d (%s %s): its model does not see the frames chosen for it", frames, self._url,
+                           self._frames_per_query[mode], FRAME_MODE_KEY, mode)
+
+    def _reset_on(self, ws: ClientConnection, payload: bytes, session_id: str, deadline: float) -> None:
+        self._check_session_id(session_id, ENDPOINT_RESET)
+        reply = self._exchange(ws, payload, ENDPOINT_RESET, deadline)
+        if reply != RESET_REPLY:
+            self._drop(ws)
+            raise BackendError(f"reset: expected the reply {RESET_REPLY!r} from {self._url}, got {reply!r:.200}")
+        self._context_session = session_id
+        logger.info("remote backend: reset, session %s", session_id)
+
+    def _infer_on(self, ws: ClientConnection, observation: Observation, request: dict[str, Any],
+                  deadline: float) -> bytes | str:
+        """Send ``request`` on ``ws``; a continuation of a session the server holds no context for on this
+        connection (a new connection: it may have restarted) first resets the session and sends only the
+        newest frame, which the server takes as the session's first (module docstring)."""
+        self._check_session_id(observation.session_id, ENDPOINT_INFER)
+        if not observation.first_of_session and self._context_session != observation.session_id:
+            logger.warning("remote backend: the server at %s holds no context for session %s on this connection "
+                           "(new connection; the server may have restarted): reset, and this query sends its "
+                           "newest frame only", self._url, observation.session_id)
+            reset = {"endpoint": ENDPOINT_RESET, "prompt": observation.prompt, "session_id": observation.session_id}
+            self._reset_on(ws, msgpack_numpy.packb(reset), observation.session_id, deadline)
+            request = build_request(newest_frame_only(observation), self._spec, self._keys)
+        reply = self._exchange(ws, msgpack_numpy.packb(request), ENDPOINT_INFER, deadline)
+        self._context_session = observation.session_id
+        return reply
+
+    def _check_session_id(self, session_id: str, endpoint: str) -> None:
+        if self._server_config and self._server_config.get("needs_session_id", False) and not session_id:
+            raise BackendError(f"{endpoint}: the server needs a session id (needs_session_id) and got none")
+
+    # ------------------------------------------------------------------------------------ transport
+    def _on_connection(self, call: Callable[[ClientConnection, float], R]) -> R:
+        """``call(ws, deadline)`` on the open connection (made if needed); once more on a new connection
+        only if the request never left (:class:`_NotSent`)."""
+        for attempt in range(2):
+            ws = self._connection()
+            try:
+                return call(ws, time.monotonic() + self._call_timeout_s)
+            except _NotSent as error:
+                if attempt == 1:
+                    raise BackendError(f"the connection to {self._url} closed twice before a request could be "
+                                       f"sent: {error}") from error
+                logger.warning("remote backend: the connection to %s closed before the request was sent (%s); "
+                               "sending it on a new connection", self._url, error)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _connection(self, deadline: float) -> ClientConnection:
-        """The open connection, or a new one checked against the spec; attempts back off until ``deadline``."""
+    def _exchange(self, ws: ClientConnection, payload: bytes, endpoint: str, deadline: float) -> bytes | str:
+        """Send one request and return the raw reply. A text reply is returned only for ``reset`` when it
+        is ``"reset successful"``; any other text is the server's traceback and raises.
+
+        Raises:
+            _NotSent: the request did not leave (the server cannot have run it).
+            BackendError: anything else; the request is not sent again.
+        """
+        try:
+            ws.send(payload)
+        except (ConnectionClosed, OSError) as error:  # not sent whole: the server cannot have decoded it
+            self._drop(ws)
+            if self._is_closed():
+                raise BackendError(f"remote backend for {self._url} is closed") from error
+            raise _NotSent(_describe(error)) from error
+        try:
+            reply = ws.recv(timeout=max(deadline - time.monotonic(), 0.0))
+        except TimeoutError as error:
+            self._drop(ws)
+            self._lost_calls += 1
+            raise BackendError(f"{endpoint}: no reply from {self._url} within {self._call_timeout_s:g} s "
+                               f"(call_timeout_s); not sent again") from error
+        except (ConnectionClosed, OSError) as error:
+            self._drop(ws)
+            if self._is_closed():
+                raise BackendError(f"{endpoint}: the remote backend for {self._url} was closed during the call") \
+                    from error
+            self._lost_calls += 1
+            raise BackendError(f"{endpoint}: connection to {self._url} lost after the request was sent "
+                               f"({_describe(error)}); not sent again, as the server may have run it") from error
+        if isinstance(reply, str) and not (endpoint == ENDPOINT_RESET and reply == RESET_REPLY):
+            self._drop(ws)  # the server closes with 1011 after an error (facts §3.3)
+            raise BackendError(f"{endpoint}: server error from {self._url}:\n{reply}")
+        return reply
+
+    def _connection(self) -> ClientConnection:
+        """The open connection, or one new attempt to make it (unless the back-off says wait).
+
+        Raises:
+            BackendError: closed; the attempt failed (the cause named); or the next attempt is not due yet.
+        """
         with self._state_lock:
             if self._closed:
                 raise BackendError(f"remote backend for {self._url} is closed")
-            if self._ws is not None:
-                return self._ws
-        attempt, error = 0, None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BackendError(f"cannot connect to {self._url} within {self._call_timeout_s:g} s: {error}")
-            try:
-                return self._connect(min(self._connect_timeout_s, remaining))
-            except (OSError, InvalidHandshake, ConnectionClosed) as failure:  # refused, restarting, cut off
-                error = failure  # (TimeoutError is an OSError)
-            delay = self._backoff_s[min(attempt, len(self._backoff_s) - 1)]
-            attempt += 1
-            logger.info("remote backend: cannot connect to %s (%s); next attempt in %.1f s", self._url, error, delay)
-            time.sleep(max(min(delay, deadline - time.monotonic()), 0.0))
+            ws = self._ws
+        if ws is not None:
+            if ws.state is State.OPEN:
+                return ws
+            self._drop(ws)
+            logger.warning("remote backend: the connection to %s was closed (code %s%s); reconnecting", self._url,
+                           ws.close_code, f", {ws.close_reason}" if ws.close_reason else "")
+        now = time.monotonic()
+        if self._failed_attempts and now < self._next_attempt_s:
+            raise BackendError(f"server at {self._url} unreachable: {self._failed_attempts} failed connection "
+                               f"attempt(s) in {now - self._first_failure_s:.1f} s, the last: {self._last_failure}; "
+                               f"next attempt in {self._next_attempt_s - now:.1f} s")
+        try:
+            return self._connect()
+        except (OSError, InvalidHandshake, ConnectionClosed) as error:  # refused, timed out, restarting, cut off
+            now = time.monotonic()
+            delay = self._backoff_s[min(self._failed_attempts, len(self._backoff_s) - 1)]
+            if not self._failed_attempts:
+                self._first_failure_s = now
+            self._failed_attempts += 1
+            self._last_failure = _describe(error)
+            self._next_attempt_s = now + delay
+            logger.warning("remote backend: cannot connect to %s (%s); attempt %d failed, next in %.1f s",
+                           self._url, self._last_failure, self._failed_attempts, delay)
+            raise BackendError(f"cannot connect to {self._url}: {self._last_failure}; next attempt in "
+                               f"{delay:g} s") from error
 
-    def _connect(self, timeout_s: float) -> ClientConnection:
-        """Open one connection and check its handshake; a mismatch raises :class:`BackendError` (no retry)."""
+    def _connect(self) -> ClientConnection:
+        """Open one connection and check its handshake; a mismatch raises :class:`BackendError`."""
+        timeout_s = self._connect_timeout_s
         # legacy=True: a plain long-lived connection that this class reconnects itself (websockets 17
         # otherwise wants a context manager per connection).
         ws = connect(self._url, compression=None, max_size=None, additional_headers=self._headers, proxy=None,
@@ -386,7 +599,10 @@ class RemoteBackend:
                      close_timeout=CLOSE_TIMEOUT_S, legacy=True)
         try:
             message = ws.recv(timeout=timeout_s)
-        except (TimeoutError, ConnectionClosed):
+        except TimeoutError as error:
+            ws.close()
+            raise TimeoutError(f"no handshake within {timeout_s:g} s (connect_timeout_s)") from error
+        except ConnectionClosed:
             ws.close()
             raise
         try:
@@ -404,9 +620,26 @@ class RemoteBackend:
                 ws.close()
                 raise BackendError(f"remote backend for {self._url} was closed while connecting")
             self._ws = ws
-        self._server_config = config
-        logger.info("remote backend: connected to %s, server config %s", self._url, config)
+        previous, self._server_config = self._server_config, config
+        self._connections += 1
+        self._context_session = None  # a new connection may reach a restarted server (module docstring)
+        after = (f" after {self._failed_attempts} failed attempt(s) in "
+                 f"{time.monotonic() - self._first_failure_s:.1f} s" if self._failed_attempts else "")
+        self._failed_attempts, self._last_failure = 0, ""
+        logger.info("remote backend: connected to %s%s (server metadata %s)", self._url, after, config)
+        self._log_frame_mode(config, previous)
         return ws
+
+    def _log_frame_mode(self, config: dict[str, Any], previous: dict[str, Any] | None) -> None:
+        mode = server_frame_mode(config)
+        if self._frame_mode != "auto":
+            if mode != self._frame_mode:
+                logger.warning("remote backend: frame_mode is %s, but the server at %s takes %s (handshake %s: %s)",
+                               self._frame_mode, self._url, mode, FRAME_MODE_KEY, config.get(FRAME_MODE_KEY, "absent"))
+        elif previous is None or server_frame_mode(previous) != mode:
+            why = (f"the handshake says {FRAME_MODE_KEY}: {mode}" if FRAME_MODE_KEY in config else
+                   f"no {FRAME_MODE_KEY} in the handshake: the official server keeps the last 4 frames")
+            logger.info("remote backend: frame_mode auto -> %s (%s)", mode, why)
 
     def _drop(self, ws: ClientConnection) -> None:
         """Forget and close ``ws``, so the next call reconnects."""
@@ -414,9 +647,6 @@ class RemoteBackend:
             if self._ws is ws:
                 self._ws = None
         ws.close()
-
-    def _needs_session_id(self) -> bool:
-        return bool(self._server_config and self._server_config.get("needs_session_id", False))
 
     def _is_closed(self) -> bool:
         with self._state_lock:

@@ -66,6 +66,11 @@ class ObservationAssembler:
         self._frames = {camera.key: StampedRingBuffer(capacity) for camera in spec.cameras}
         self._states: StampedRingBuffer = StampedRingBuffer(STATE_HISTORY)
 
+    def set_frame_mode(self, frame_mode: str) -> None:
+        """Pick the frames of later queries by ``frame_mode`` (``training`` or ``official``, facts §1.8, §3.5),
+        e.g. once a remote server's handshake says which it takes; the history is kept."""
+        self.schedule = FrameSchedule.from_spec(self.spec, frame_mode)
+
     def push_frame(self, key: str, stamp_ns: int, rgb: np.ndarray) -> None:
         """Store a decoded frame uint8[H, W, 3], resized to the camera's checkpoint resolution."""
         camera = self.spec.camera(key)

@@ -1,18 +1,27 @@
 """A fake DreamZero policy server on loopback that speaks the wire protocol of facts §3.3 exactly.
 
 On connect it sends its ``PolicyServerConfig`` map first; requests and replies are msgpack with
-openpi's ``msgpack_numpy``. ``infer`` checks the RoboArena request keys, dtypes and shapes and replies
-a float32[24, 8] chunk computed from the request: row k = joint_position ++ gripper_position + k *
-STEP_INCREMENT, so a test can see that the state arrived intact. ``reset`` replies the text frame
-``"reset successful"``. Anything wrong (bad request, or ``fail_infer_with`` set) sends the Python
-traceback as a text frame and closes with 1011, as the official server does. Every request is recorded.
+openpi's ``msgpack_numpy``. ``infer`` checks the RoboArena request keys, dtypes and shapes (state as
+(7,)/(1,) or (1, 7)/(1, 1), as the official server takes either; ``observation/cartesian_position``, when
+sent, float (6,)) and replies a float32[24, 8] chunk computed from the request: row k =
+joint_position ++ gripper_position + k * STEP_INCREMENT, so a test can see that the state arrived
+intact. ``reset`` replies the text frame ``"reset successful"``. Anything wrong (bad request, or
+``fail_infer_with`` set) sends the Python traceback as a text frame and closes with 1011, as the
+official server does. Every request is recorded.
+
+Like the official server (``ARDroidRoboarenaPolicy``, facts §3.4) it keeps ONE frame buffer per camera
+for the whole server: a new ``session_id`` or ``reset`` clears it and marks the next ``infer`` as a
+session's first, which uses only the newest frame; later calls use only the last 4 buffered frames
+(left-padded with the oldest). What the model would see is recorded in ``model_frames``. :meth:`kill`
+dies as a crashed process does (no close frame, no reply to a call in progress); a new instance on the
+same port is the restarted server, with empty buffers.
 
 Not part of the product; used by tests/policy/test_remote_backend.py. Imports no rclpy.
 """
 from __future__ import annotations
 
+import socket
 import threading
-import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +37,8 @@ STEP_INCREMENT = 0.01           # what row k adds to the state, so rows differ
 IMAGE_KEYS = ("observation/exterior_image_0_left", "observation/exterior_image_1_left",
               "observation/wrist_image_left")
 STATE_SHAPES = {"observation/joint_position": (7,), "observation/gripper_position": (1,)}
+CARTESIAN_KEY = "observation/cartesian_position"   # (6,), sent by the official clients (facts §3.3)
+FRAMES_PER_CHUNK = 4            # facts §3.4: the official server uses the last 4 buffered frames
 
 
 def droid_server_config(**overrides: Any) -> dict[str, Any]:
@@ -40,7 +51,7 @@ def droid_server_config(**overrides: Any) -> dict[str, Any]:
 
 def expected_actions(joint_position: np.ndarray, gripper_position: np.ndarray) -> np.ndarray:
     """The float32[24, 8] chunk the fake replies for a given state."""
-    state = np.concatenate([joint_position, gripper_position]).astype(np.float32)
+    state = np.concatenate([np.ravel(joint_position), np.ravel(gripper_position)]).astype(np.float32)
     return state[None, :] + STEP_INCREMENT * np.arange(HORIZON, dtype=np.float32)[:, None]
 
 
@@ -54,8 +65,12 @@ def check_infer_request(request: dict[str, Any], resolution: tuple[int, int]) ->
                              f"got {getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
     for key, shape in STATE_SHAPES.items():
         value = request.get(key)
-        if not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.shape == shape):
-            raise ValueError(f"{key}: expected a float array {shape}, got {value!r}")
+        if not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.shape in (shape, (1, *shape))):
+            raise ValueError(f"{key}: expected a float array {shape} or {(1, *shape)}, got {value!r}")
+    if CARTESIAN_KEY in request:
+        value = request[CARTESIAN_KEY]
+        if not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.shape == (6,)):
+            raise ValueError(f"{CARTESIAN_KEY}: expected a float array (6,), got {value!r}")
     for key in ("prompt", "session_id"):
         if not isinstance(request.get(key), str):
             raise ValueError(f"{key}: expected a string, got {request.get(key)!r}")
@@ -70,12 +85,14 @@ class FakeDreamZeroServer:
         config: the handshake map sent on connect.
         replies: False: record ``infer`` requests but never answer them.
         fail_infer_with: raise ``RuntimeError(<this>)`` inside ``infer`` (the traceback goes to the client).
-        reply_delay_s: sleep before each ``infer`` reply (stands in for inference time).
+        reply_delay_s: wait before each ``infer`` reply (stands in for inference time; :meth:`kill` ends it).
         reply_actions: when set, every ``infer`` gets this array instead of the computed chunk.
         reset_reply: the text a ``reset`` gets (the official server's is "reset successful").
         requests: every decoded request, in arrival order.
         handshakes: connections that received the handshake.
         authorizations: the ``Authorization`` header of each connection (None when absent).
+        model_frames: per answered ``infer``, camera request key -> uint8[T, H, W, 3], the frames the
+            official server's model would see (T = 1 on a session's first call, else 4).
     """
 
     port: int = 0
@@ -88,8 +105,14 @@ class FakeDreamZeroServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     handshakes: int = 0
     authorizations: list[str | None] = field(default_factory=list)
+    model_frames: list[dict[str, np.ndarray]] = field(default_factory=list)
     _server: Server | None = None
     _thread: threading.Thread | None = None
+    _killed: threading.Event = field(default_factory=threading.Event)
+    _connections: list[ServerConnection] = field(default_factory=list)
+    _buffers: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    _session_id: str | None = None
+    _first_call: bool = True
 
     @property
     def url(self) -> str:
@@ -109,6 +132,20 @@ class FakeDreamZeroServer:
             self._thread.join(timeout=5)
             self._server = None
 
+    def kill(self) -> None:
+        """Die as a crashed server process does: every connection is cut without a close frame, a call in
+        progress gets no reply, and the port is free for a restarted server."""
+        self._killed.set()
+        for ws in list(self._connections):
+            try:
+                ws.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
+        if self._server is not None:
+            self._server.shutdown(close_connections=False)
+            self._thread.join(timeout=5)
+            self._server = None
+
     def __enter__(self) -> FakeDreamZeroServer:
         return self.start()
 
@@ -117,12 +154,15 @@ class FakeDreamZeroServer:
 
     def _handle(self, ws: ServerConnection) -> None:
         self.handshakes += 1
+        self._connections.append(ws)
         self.authorizations.append(ws.request.headers.get("Authorization"))
         ws.send(msgpack_numpy.packb(self.config))
         try:
             for message in ws:
                 try:
                     reply = self._reply(message)
+                    if self._killed.is_set():
+                        return
                 except Exception:  # noqa: BLE001 - the protocol's error path: traceback text, then 1011
                     ws.send(traceback.format_exc())
                     ws.close(code=CloseCode.INTERNAL_ERROR,
@@ -138,6 +178,7 @@ class FakeDreamZeroServer:
         self.requests.append(request)
         endpoint = request["endpoint"]
         if endpoint == "reset":
+            self._new_context(request.get("session_id"))
             return self.reset_reply
         if endpoint != "infer":
             raise ValueError(f"unknown endpoint {endpoint!r}")
@@ -146,8 +187,31 @@ class FakeDreamZeroServer:
             raise RuntimeError(self.fail_infer_with)
         if not self.replies:
             return None
-        time.sleep(self.reply_delay_s)
+        self._killed.wait(self.reply_delay_s)
+        self.model_frames.append(self._frames_for_model(request))
         if self.reply_actions is not None:
             return msgpack_numpy.packb(self.reply_actions)
         return msgpack_numpy.packb(expected_actions(request["observation/joint_position"],
                                                     request["observation/gripper_position"]))
+
+    def _new_context(self, session_id: str | None) -> None:
+        self._buffers = {key: [] for key in IMAGE_KEYS}
+        self._session_id, self._first_call = session_id, True
+
+    def _frames_for_model(self, request: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Buffer the request's frames; return what the model uses (facts §3.4)."""
+        if request["session_id"] != self._session_id or not self._buffers:
+            self._new_context(request["session_id"])
+        for key in IMAGE_KEYS:
+            image = request[key]
+            self._buffers[key].extend(image if image.ndim == 4 else [image])
+            del self._buffers[key][:-FRAMES_PER_CHUNK]  # older frames are never used again
+        first, self._first_call = self._first_call, False
+        used = {}
+        for key, frames in self._buffers.items():
+            if first:
+                used[key] = np.stack(frames[-1:])
+            else:
+                last = frames[-FRAMES_PER_CHUNK:]
+                used[key] = np.stack([last[0]] * (FRAMES_PER_CHUNK - len(last)) + last)  # left-padded
+        return used

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Log
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -26,7 +27,7 @@ from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.conversions import message_to_chunk, stamp_to_ns
 from dreamzero_policy.policy_node import PolicyNode
 from ros_testing import PATIENCE_S, MessageCollector, spinning, wait_until
-from policy.fake_dreamzero_server import FakeDreamZeroServer
+from policy.fake_dreamzero_server import FakeDreamZeroServer, droid_server_config
 from policy.synthetic_sensors import SyntheticSensors
 
 RATES = {"exterior_image_1_left": 15.0, "exterior_image_2_left": 10.0, "wrist_image_left": 30.0}
@@ -227,6 +228,52 @@ def test_remote_backend_chunks_are_absolute_and_server_errors_show_in_diagnostic
     assert first.values.shape == (24, 8)
     sizes = [r["observation/wrist_image_left"].shape for r in server.requests if r.get("endpoint") == "infer"]
     assert sizes[0] == (180, 320, 3) and (4, 180, 320, 3) in sizes  # first query one frame, then 4 (official mode)
+
+
+@pytest.mark.parametrize(("announced", "frames"), [({}, 4), ({"frame_mode": "training"}, 9)])
+def test_frame_mode_auto_sends_what_the_server_takes(ros_context, unique_name, announced: dict, frames: int) -> None:
+    """Issue 14 item 1: by default the official server (no frame_mode in its handshake; it keeps the last 4
+    frames) gets 4 frames per continuation query, and a server announcing frame_mode training gets 9."""
+    with FakeDreamZeroServer(config=droid_server_config(**announced)) as server, _running(
+            unique_name, ROBOTS_DIR / "droid.yaml", backend="remote", server_url=server.url) as (node, _, listener):
+        chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
+        _start(node)
+        chunks.wait_for(3)
+    sizes = [r["observation/wrist_image_left"].shape for r in server.requests if r.get("endpoint") == "infer"]
+    assert sizes[0] == (180, 320, 3)  # a session's first query: one frame
+    assert len(sizes) >= 3 and set(sizes[1:]) == {(frames, 180, 320, 3)}, sizes
+
+
+def _rosout_lines(collector: MessageCollector, node: PolicyNode, text: str) -> list[Log]:
+    name = node.get_logger().name
+    return [m for m in collector.messages if m.name == name and text in m.msg]
+
+
+def test_an_unreachable_server_is_an_error_at_once_and_backend_log_lines_reach_the_node_log(
+        ros_context, unique_name) -> None:
+    """Issue 14 items 2 and 3: diagnostics say ERROR with the cause after the first failed connection, not
+    after call_timeout_s, while the node keeps trying; the backend's lines are in the node's log."""
+    down = FakeDreamZeroServer().start()
+    down.stop()  # connections to its port are refused
+    with _running(unique_name, ROBOTS_DIR / "droid.yaml", backend="remote", server_url=down.url,
+                  call_timeout_s=PATIENCE_S) as (node, _, listener):
+        chunks = MessageCollector(listener, ActionChunk, "policy_node/action_chunk")
+        diagnostics = MessageCollector(listener, DiagnosticArray, "diagnostics", 50)
+        rosout = MessageCollector(listener, Log, "/rosout", 1000)
+        _start(node)
+        wait_until(lambda: "Connection refused" in _diagnostic(diagnostics)[1], "ERROR naming the cause",
+                   timeout_s=PATIENCE_S / 2)  # far within call_timeout_s
+        assert _diagnostic(diagnostics)[0] == 2
+        assert _diagnostic_value(diagnostics, "server.connected", str) == "False"
+        wait_until(lambda: _diagnostic_value(diagnostics, "server.failed_connection_attempts", int) >= 2,
+                   "a second connection attempt")
+        wait_until(lambda: _rosout_lines(rosout, node, f"cannot connect to {down.url}"), "the failure in the log")
+        with FakeDreamZeroServer(port=down.port) as server:
+            chunks.wait_for(1)
+            wait_until(lambda: _rosout_lines(rosout, node, f"connected to {server.url} after"), "connected, logged")
+    (connected,) = _rosout_lines(rosout, node, f"connected to {server.url}")
+    assert "(server metadata {" in connected.msg and connected.stamp.sec > 0
+    assert _rosout_lines(rosout, node, "session") and _rosout_lines(rosout, node, "frame_mode auto -> official")
 
 
 def test_a_chunk_older_than_its_horizon_is_not_published_and_diagnostics_say_so(ros_context, unique_name) -> None:
