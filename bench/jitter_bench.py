@@ -4,13 +4,14 @@ Issue 12's measure: the adapter (console script ``adapter_node``, its own proces
 chunk every 1.6 s sent by this script, which also plays the robot (joint states 100 Hz, three DROID
 cameras 15 Hz). With ``load``, ``policy_node`` (console script, tiny model, the local backend with its model
 process) infers continuously in another process on the same cameras and state (``execute_steps: 1``: a
-new query as soon as the previous chunk is out; every chunk published, however late). The adapter's commands are ``JointTrajectory`` messages
-stamped with the adapter's own tick time, so the intervals between stamps are the adapter's command
+new query as soon as the previous chunk is out; every chunk published, however late), its model process
+at the default ``model_nice`` (``load``) or at the adapter's priority (``load-nice0``). The adapter's
+commands are ``JointTrajectory`` messages stamped with the adapter's own tick time, so the intervals between stamps are the adapter's command
 intervals, not this script's receive times (also reported, as the robot's side sees them).
 
 Usage (from the repository root, after ``make setup``):
     AMENT_PREFIX_PATH=.venv ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST .venv/bin/python bench/jitter_bench.py \
-        [--seconds 60] [--rate 100] [--cases idle load]
+        [--seconds 60] [--rate 100] [--cases idle load load-nice0]
 """
 from __future__ import annotations
 
@@ -152,24 +153,27 @@ def _percentiles_ms(times_ns: list[int]) -> dict[str, float]:
             "max": float(intervals.max()), "n": len(intervals)}
 
 
-def run_case(load: bool, seconds: float, rate_hz: float, logs: Path) -> dict[str, object]:
+CASES = {"idle": None, "load": {}, "load-nice0": {"model_nice": 0}}  # None: no policy node; else its extra parameters
+
+
+def run_case(case: str, seconds: float, rate_hz: float, logs: Path) -> dict[str, object]:
     robot = Robot(state_rate_hz=100.0)
     executor = SingleThreadedExecutor()
     executor.add_node(robot)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    case = "load" if load else "idle"
+    load = CASES[case]
     processes = [_start("adapter_node", {"command_rate_hz": rate_hz, "stream_message": "joint_trajectory",
                                          "chunk_topic": CHUNK_TOPIC}, logs / f"{case}-adapter.log")]
     try:
-        if load:
+        if load is not None:
             processes.append(_start("policy_node", {"autostart": True, "checkpoint": "tiny", "execute_steps": 1,
-                                                    "max_chunk_age_s": 600.0, "publish_predicted_video": False},
-                                    logs / f"{case}-policy.log"))
+                                                    "max_chunk_age_s": 600.0, "publish_predicted_video": False,
+                                                    **load}, logs / f"{case}-policy.log"))
         _activate_adapter(robot)
         robot.recording = True
         _wait(lambda: len(robot.stamps_ns) > rate_hz, "the adapter's commands")
-        if load:
+        if load is not None:
             _wait(lambda: robot.policy_chunks_ns, "the policy node's first chunk")
         robot.stamps_ns.clear(), robot.arrivals_ns.clear(), robot.policy_chunks_ns.clear()
         start = time.monotonic()
@@ -190,7 +194,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="measured time per case")
     parser.add_argument("--rate", type=float, default=100.0, help="the adapter's command_rate_hz")
-    parser.add_argument("--cases", nargs="+", default=["idle", "load"], choices=("idle", "load"))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES),
+                        help="idle: the adapter alone; load: the policy node inferring (its model process at the "
+                             "default model_nice); load-nice0: the same at the adapter's priority")
     parser.add_argument("--logs", default="/tmp/jitter_bench", help="folder for the nodes' logs")
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(120, 200)))  # away from a test run's domains
@@ -200,7 +206,7 @@ def main() -> None:
     rows = []
     with rclpy.init():
         for case in args.cases:
-            rows.append(run_case(case == "load", args.seconds, args.rate, logs))
+            rows.append(run_case(case, args.seconds, args.rate, logs))
     print(f"| case | commands/s | interval p50 ms | p99 ms | max ms | p99 - period ms | received p99 ms | "
           f"policy chunks/s |\n|---|---|---|---|---|---|---|---|")
     for row in rows:

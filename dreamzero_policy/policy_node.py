@@ -85,7 +85,7 @@ def make_backend(settings: PolicySettings, spec: EmbodimentSpec) -> PolicyBacken
     factory = functools.partial(LocalBackend, spec, settings.checkpoint, device=settings.device, dtype=settings.dtype,
                                 sampler=sampler, tokenizer_path=settings.tokenizer_path,
                                 decode_video=settings.publish_predicted_video, cpu_threads=settings.cpu_threads)
-    return ProcessBackend(factory, call_timeout_s=settings.call_timeout_s)
+    return ProcessBackend(factory, call_timeout_s=settings.call_timeout_s, niceness=settings.model_nice)
 
 
 class PolicyNode(ManagedNode):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 import traceback
@@ -33,8 +34,9 @@ from dreamzero_policy.backends.base import (BackendError, BackendPrediction, Bac
 logger = logging.getLogger(__name__)
 
 
-def _serve(connection: Connection, factory: Callable[[], PolicyBackend]) -> None:
-    """Child process: build the backend, then answer calls until ``close``."""
+def _serve(connection: Connection, factory: Callable[[], PolicyBackend], niceness: int = 0) -> None:
+    """Child process: lower its priority by ``niceness``, build the backend, then answer calls until ``close``."""
+    os.nice(niceness)
     try:
         backend = factory()
     except Exception:  # noqa: BLE001 - process boundary: report the failure to the parent
@@ -66,6 +68,8 @@ class ProcessBackend:
         call_timeout_s: longest wait for one later ``reset``/``infer``.
         restart_backoff_s: pauses before the 1st, 2nd, ... restart within the window; the last repeats.
         max_failures, failure_window_s: give up after this many failures within this many seconds.
+        niceness: added to the child's nice value (0..19), so that on a shared CPU the model yields to the
+            processes that command the robot (adapter, mux, controllers); ``bench/jitter_bench.py`` measures it.
 
     Raises:
         BackendError: the first start fails (the child's traceback or exit code in the message).
@@ -73,8 +77,9 @@ class ProcessBackend:
 
     def __init__(self, factory: Callable[[], PolicyBackend], startup_timeout_s: float = 900.0,
                  call_timeout_s: float = 120.0, restart_backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0),
-                 max_failures: int = 5, failure_window_s: float = 300.0) -> None:
+                 max_failures: int = 5, failure_window_s: float = 300.0, niceness: int = 0) -> None:
         self._factory = factory
+        self._niceness = niceness
         self.startup_timeout_s = startup_timeout_s
         self.call_timeout_s = call_timeout_s
         self._backoff_s = restart_backoff_s
@@ -91,7 +96,8 @@ class ProcessBackend:
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, self._factory), name="dreamzero-backend",
+        self._process = context.Process(target=_serve, args=(child, self._factory, self._niceness),
+                                        name="dreamzero-backend",
                                         daemon=True)
         self._process.start()
         child.close()

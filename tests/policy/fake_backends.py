@@ -29,7 +29,7 @@ class EchoBackend:
             time.sleep(float(observation.prompt.removeprefix("sleep:")))
         actions = np.tile(observation.state, (self.horizon, 1))
         return BackendPrediction(actions=actions, relative=np.zeros(actions.shape[1], dtype=bool),
-                                 seconds={"pid": float(os.getpid())})
+                                 seconds={"pid": float(os.getpid()), "nice": float(os.nice(0))})
 
     def close(self) -> None:
         pass

@@ -29,6 +29,15 @@ def test_results_come_back_from_another_process() -> None:
         backend.close()
 
 
+def test_the_model_process_runs_at_a_lower_priority_when_asked() -> None:
+    """The model yields the CPU to the robot-side processes (policy node parameter model_nice)."""
+    backend = ProcessBackend(EchoBackend, startup_timeout_s=PATIENCE_S, niceness=5)
+    try:
+        assert backend.infer(_observation()).seconds["nice"] == os.nice(0) + 5
+    finally:
+        backend.close()
+
+
 def test_backend_errors_pass_through_and_the_process_keeps_serving() -> None:
     backend = ProcessBackend(EchoBackend, startup_timeout_s=60)
     try:
