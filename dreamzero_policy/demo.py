@@ -208,7 +208,8 @@ def run_demo(duration_s: float, output_dir: Path, prompt: str, camera_rate_hz: f
         "control_mux": {"initial_mode": "policy", "command_rate_hz": 50.0},
         "adapter_node": {"command_rate_hz": 50.0},
         "policy_node": {"execute_steps": 12, "solver": "euler", "num_inference_steps": 1, "cfg_scale": 1.0,
-                        "cpu_threads": 1, "camera_timeout_s": 3.0 / camera_rate_hz, "frame_tolerance_s": 0.5},
+                        "cpu_threads": 1, "model_nice": 0,
+                        "camera_timeout_s": 3.0 / camera_rate_hz, "frame_tolerance_s": 0.5},
         "sim_droid": {"camera_rate_hz": camera_rate_hz, "render_processes": 1}})  # one renderer: 2-core machines
     spec = load_embodiment("droid")
     limits = robot_limits(spec, LimitSettings("", (), (), 10.0, 0.5, 0.5))

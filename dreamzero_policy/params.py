@@ -99,8 +99,9 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param("device", "cpu", "torch device of the local backend, e.g. cpu or cuda:0."),
     Param("cpu_threads", 0, "torch CPU threads of the local backend (0: torch's default). On a CPU-only machine "
                             "leave a core to the ROS callbacks.", bounds=(0, 256)),
-    Param("model_nice", 10, "Niceness added to the local backend's model process: on a CPU shared with the adapter, "
-                            "mux and controllers the model yields to them (bench/jitter_bench.py); 0: same priority.",
+    Param("model_nice", 0, "Niceness added to the local backend's model process, so that on a CPU shared with the "
+                           "adapter, mux and controllers the model yields to them (bench/jitter_bench.py; the "
+                           "shipped params files set 10); 0: same priority.",
           bounds=(0, 19)),
     Param("dtype", "", "torch dtype of the local backend; empty: bfloat16 on CUDA, float32 otherwise.",
           choices=("", "float32", "bfloat16", "float16")),
