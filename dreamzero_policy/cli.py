@@ -193,6 +193,28 @@ def _add_bag_commands(commands) -> None:
     evaluate.add_argument("--no-video", action="store_true", help="skip the predicted video (faster)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=_bag_command("run_eval_bag"))
+    dataset = commands.add_parser("dataset", help="convert bags (one episode each) into a LeRobot v2.1 dataset "
+                                                  "for DreamZero training")
+    dataset.add_argument("bags", nargs="+", metavar="BAG", help="bag folders (sqlite3 or MCAP), one episode each")
+    dataset.add_argument("-o", "--output", required=True, help="new dataset folder (written whole or not at all)")
+    dataset.add_argument("--embodiment", default="droid", help="droid, agibot_g1, yam, or a YAML path")
+    dataset.add_argument("--task", default="", help="instruction of every episode (default: metadata.json in or "
+                                                   "beside each bag folder: {\"instruction\": ..., \"seed\": ..., "
+                                                   "\"success\": ...})")
+    dataset.add_argument("--namespace", default="", help="namespace the embodiment's topics were recorded under")
+    dataset.add_argument("--camera-topic", action="append", default=[], metavar="KEY=TOPIC",
+                         help="topic of one camera, overriding the YAML (repeatable)")
+    dataset.add_argument("--command-topic", action="append", default=[], metavar="GROUP=TOPIC",
+                         help="command topic of one controller group, overriding the YAML (repeatable)")
+    dataset.add_argument("--joint-name-map", action="append", default=[], metavar="YAML_NAME=BAG_NAME",
+                         help="rename the embodiment's joints as the bag names them (as eval-bag; repeatable)")
+    dataset.add_argument("--frame-tolerance", type=float, default=0.15,
+                         help="seconds between an action time and the camera frame used for it")
+    dataset.add_argument("--only-success", action="store_true", help="skip episodes whose metadata.json says "
+                                                                     "success: false")
+    dataset.add_argument("--overwrite", action="store_true", help="replace an existing output folder when done")
+    dataset.add_argument("--quiet", action="store_true", help="no progress bar")
+    dataset.set_defaults(func=_bag_command("run_dataset"))
 
 
 def main(argv: list[str] | None = None) -> int:

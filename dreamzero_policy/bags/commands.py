@@ -1,4 +1,4 @@
-"""The bag sub-commands of ``dreamzero``: ``record``, ``replay`` and ``eval-bag`` (argument parsing is in ``cli``)."""
+"""The bag sub-commands of ``dreamzero``: ``record``, ``replay``, ``eval-bag`` and ``dataset`` (argument parsing is in ``cli``)."""
 from __future__ import annotations
 
 import argparse
@@ -100,4 +100,21 @@ def run_eval_bag(args: argparse.Namespace) -> int:
     return 0 if summary["chunks"] > 0 else 1
 
 
-__all__ = ["run_eval_bag", "run_record", "run_replay"]
+def run_dataset(args: argparse.Namespace) -> int:
+    """Convert bags into a LeRobot v2.1 dataset (:mod:`dreamzero_policy.bags.dataset`); prints the summary and
+    the dataset folder. Bad input raises before any long work (the CLI prints one line, exit status 2)."""
+    from dreamzero_policy.bags.dataset import DatasetOptions, convert_bags
+
+    spec = load_embodiment(args.embodiment, args.joint_name_map)
+    options = DatasetOptions(task=args.task, namespace=args.namespace,
+                             camera_topics=parse_pairs(args.camera_topic, "=", "--camera-topic", "camera_key=topic"),
+                             command_topics=parse_pairs(args.command_topic, "=", "--command-topic", "group=topic"),
+                             frame_tolerance_s=args.frame_tolerance, only_success=args.only_success,
+                             overwrite=args.overwrite, progress=not args.quiet)
+    summary = convert_bags([Path(bag) for bag in args.bags], Path(args.output), spec, options)
+    print(json.dumps(summary, indent=2))
+    print(f"dataset folder: {summary['root']}")
+    return 0
+
+
+__all__ = ["run_dataset", "run_eval_bag", "run_record", "run_replay"]

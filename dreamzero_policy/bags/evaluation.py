@@ -52,7 +52,7 @@ from dreamzero_embodiments.spec import EmbodimentSpec
 from dreamzero_embodiments.stitching import stitch_frames
 from dreamzero_policy.backends.base import Observation, PolicyBackend
 from dreamzero_policy.bags.bag_types import message_class
-from dreamzero_policy.conversions import image_to_rgb, joint_state_arrays, stamp_to_ns
+from dreamzero_policy.conversions import command_values, image_to_rgb, joint_state_arrays, stamp_to_ns
 from dreamzero_policy.video import Mp4Writer, side_by_side
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -93,7 +93,8 @@ class BagTopics:
     commands: dict[str, str]
 
 
-def _absolute(namespace: str, topic: str) -> str:
+def absolute_topic(namespace: str, topic: str) -> str:
+    """``topic`` under ``namespace`` with a leading slash, as a bag names it (an absolute topic stays)."""
     if topic.startswith("/"):
         return topic
     return "/" + "/".join(part for part in (namespace.strip("/"), topic) if part)
@@ -105,8 +106,8 @@ def find_topics(types: dict[str, str], spec: EmbodimentSpec, options: EvalOption
     unknown = sorted(set(options.camera_topics) - {c.key for c in spec.cameras})
     if unknown:
         raise EvalError(f"camera_topics names unknown cameras {unknown}; {spec.name} has {[c.key for c in spec.cameras]}")
-    cameras = {c.key: _absolute(options.namespace, options.camera_topics.get(c.key, c.topic)) for c in spec.cameras}
-    joint_states = _absolute(options.namespace, spec.joint_states_topic)
+    cameras = {c.key: absolute_topic(options.namespace, options.camera_topics.get(c.key, c.topic)) for c in spec.cameras}
+    joint_states = absolute_topic(options.namespace, spec.joint_states_topic)
     problems = [f"camera {key}: {topic} is {'missing' if topic not in types else types[topic]}"
                 for key, topic in cameras.items() if types.get(topic) not in IMAGE_TYPES]
     if types.get(joint_states) != JOINT_STATE_TYPE:
@@ -115,8 +116,8 @@ def find_topics(types: dict[str, str], spec: EmbodimentSpec, options: EvalOption
         listing = ", ".join(f"{t} ({m})" for t, m in sorted(types.items()))
         raise EvalError(f"bag lacks what embodiment {spec.name!r} needs: {'; '.join(problems)}. The bag has: {listing}. "
                         f"Use --namespace or --camera-topic key=topic if it was recorded under other names")
-    commands = {g.name: _absolute(options.namespace, g.command_topic) for g in spec.controller_groups
-                if g.kind == "joints" and types.get(_absolute(options.namespace, g.command_topic)) == COMMAND_TYPE}
+    commands = {g.name: absolute_topic(options.namespace, g.command_topic) for g in spec.controller_groups
+                if g.kind == "joints" and types.get(absolute_topic(options.namespace, g.command_topic)) == COMMAND_TYPE}
     return BagTopics(cameras, joint_states, commands)
 
 
@@ -150,8 +151,10 @@ class EvalResult:
     topics: BagTopics
 
 
-class _Recorded:
+class RecordedRobot:
     """Pass 1: the joint states and commands of the whole bag, sorted by stamp (about 8 bytes per value).
+    Also read by ``dreamzero dataset`` (:mod:`dreamzero_policy.bags.dataset`). A command topic may carry
+    ``Float64MultiArray`` (joint groups) or ``Twist`` (base groups), read by ``conversions.command_values``.
 
     Joint states are read before the cameras because a bag's receive order need not follow the header
     stamps (a recorder whose executor lags receives topics in bursts); sorted, they can be fed to the
@@ -194,9 +197,10 @@ class _Recorded:
             self._receive_offset_ns = receive_ns - stamp
         elif self._receive_offset_ns is not None:
             group = self.group_of[topic]
-            if len(msg.data) == self.width[group]:  # a malformed command says nothing
+            values = command_values(msg)
+            if len(values) == self.width[group]:  # a malformed command says nothing
                 self._command_stamps[group].append(receive_ns - self._receive_offset_ns)
-                self._command_values[group].extend(msg.data)
+                self._command_values[group].extend(values)
 
     def finish(self) -> None:
         """Sort everything by stamp; afterwards ``stamps``, ``values`` and ``commands`` are arrays."""
@@ -221,7 +225,7 @@ class _Recorded:
 class _Run:
     """Pass 2 over the cameras (see module docstring), fed with the joint states of pass 1."""
 
-    def __init__(self, spec: EmbodimentSpec, backend: PolicyBackend, options: EvalOptions, recorded: _Recorded,
+    def __init__(self, spec: EmbodimentSpec, backend: PolicyBackend, options: EvalOptions, recorded: RecordedRobot,
                  video: Mp4Writer | None) -> None:
         self.spec, self.backend, self.options, self.recorded, self.video = spec, backend, options, recorded, video
         self.assembler = ObservationAssembler(spec, frame_mode=options.frame_mode,
@@ -382,7 +386,7 @@ def evaluate_bag(path: Path, spec: EmbodimentSpec, backend: PolicyBackend, optio
         topics = _checked_topics(reader, spec, options)
         cameras = [c for c in reader.connections if c.topic in set(topics.cameras.values())]
         robot = [c for c in reader.connections if c.topic in {topics.joint_states, *topics.commands.values()}]
-        recorded = _Recorded(spec, topics, round(options.max_future_stamp_s * 1e9))
+        recorded = RecordedRobot(spec, topics, round(options.max_future_stamp_s * 1e9))
         messages = 0
         with tqdm(total=sum(c.msgcount for c in cameras + robot), unit="msg", disable=not options.progress,
                   desc=f"eval-bag {path.name}") as progress:

@@ -5,8 +5,11 @@ as rgb8 Image, the wrist one as jpeg CompressedImage. Joint states at 30 Hz on t
 (every second one shares a camera stamp) follow :func:`arm_positions`, a straight line per joint; the
 gripper stays at :data:`GRIPPER_RAD`. Arm commands at 15 Hz carry the same line. Receive times are
 the header stamps plus :data:`RECEIVE_DELAY_NS` (commands 1 ms less, so a command lands just before
-its step's time). Two backends that know the motion test the evaluation's timing: the oracle
-predicts it exactly, the hold backend predicts no motion.
+its step's time). Options for ``dreamzero dataset`` tests: commands on every controller group's topic
+(``command_groups``: the gripper follows :func:`gripper_command_rad`, a step every second), arm commands
+that lead the measured line by ``command_lead_s`` (a controller tracking its target), joint states at
+another rate (``joint_hz``, so action times fall between samples). Two backends that know the motion
+test the evaluation's timing: the oracle predicts it exactly, the hold backend predicts no motion.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ RECEIVE_DELAY_NS = 2_000_000
 READY = np.array([0.0, -0.5, 0.0, -2.0, 0.0, 1.6, 0.8])
 VELOCITY = np.array([0.05, -0.04, 0.03, 0.06, -0.05, 0.04, 0.1])  # rad/s
 GRIPPER_RAD = 0.2
+GRIPPER_COMMANDS_RAD = (0.0, 0.6)  # open, then closed to 0.6 rad, alternating every second
 IMAGE_SIZE = (90, 160)  # the assembler resizes to the checkpoint's 180x320
 _ZERO = QosTime(0, 0)
 BEST_EFFORT = Qos(QosHistory.KEEP_LAST, 5, QosReliability.BEST_EFFORT, QosDurability.VOLATILE, _ZERO, _ZERO,
@@ -40,6 +44,12 @@ def arm_positions(t_ns: int | np.ndarray) -> np.ndarray:
     """float64[..., 7] arm joint positions at bag time ``t_ns``."""
     seconds = (np.asarray(t_ns, dtype=np.int64) - START_NS) * 1e-9
     return READY + np.multiply.outer(seconds, VELOCITY)
+
+
+def gripper_command_rad(t_ns: int | np.ndarray) -> np.ndarray:
+    """float64[...]: the commanded gripper position at bag time ``t_ns`` (a step every second)."""
+    seconds = (np.asarray(t_ns, dtype=np.int64) - START_NS) * 1e-9
+    return np.where(np.floor(seconds) % 2 == 0, *GRIPPER_COMMANDS_RAD)
 
 
 def _stamp(typestore, t_ns: int):
@@ -62,10 +72,13 @@ def _image(index: int, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
 def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3",
                     image_size: tuple[int, int] = IMAGE_SIZE,
                     joint_names: tuple[str, ...] = SPEC.state_names,
-                    stamp_jump: tuple[float, float, float] | None = None) -> dict[str, int]:
+                    stamp_jump: tuple[float, float, float] | None = None, command_groups: tuple[str, ...] = ("arm",),
+                    command_lead_s: float = 0.0, joint_hz: float = JOINT_HZ) -> dict[str, int]:
     """Write the bag (see module docstring) with ``joint_names`` in the joint states; returns the message
     count per topic. ``stamp_jump`` (from_s, to_s, jump_s): the header stamps of messages between from_s
-    and to_s into the bag are jump_s ahead of their time (a clock that stepped and came back)."""
+    and to_s into the bag are jump_s ahead of their time (a clock that stepped and came back).
+    ``command_groups``: the controller groups (YAML names) whose command topics are written, at the camera
+    rate; the arm carries ``arm_positions(t + command_lead_s)``."""
 
     def stamp_of(t_ns: int) -> int:
         if stamp_jump is not None and stamp_jump[0] <= (t_ns - START_NS) * 1e-9 < stamp_jump[1]:
@@ -95,12 +108,16 @@ def write_droid_bag(path: Path, duration_s: float, storage: str = "sqlite3",
                                                      encoding="rgb8", is_bigendian=0, step=rgb.shape[1] * 3,
                                                      data=rgb.reshape(-1))
                 messages.append((t_ns + RECEIVE_DELAY_NS, f"/{camera.topic}", msg, "sensor_msgs/msg/Image"))
-        command = types["std_msgs/msg/Float64MultiArray"](
-            layout=types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=arm_positions(t_ns))
-        messages.append((t_ns + RECEIVE_DELAY_NS - 1_000_000, "/arm_controller/commands", command,
-                         "std_msgs/msg/Float64MultiArray"))
-    for j in range(int(duration_s * JOINT_HZ) + 1):
-        t_ns = START_NS + round(j * 1e9 / JOINT_HZ)
+        for group in SPEC.controller_groups:
+            if group.name in command_groups:
+                data = (arm_positions(t_ns + round(command_lead_s * 1e9)) if group.name == "arm"
+                        else np.atleast_1d(gripper_command_rad(t_ns)))
+                command = types["std_msgs/msg/Float64MultiArray"](
+                    layout=types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=data)
+                messages.append((t_ns + RECEIVE_DELAY_NS - 1_000_000, f"/{group.command_topic}", command,
+                                 "std_msgs/msg/Float64MultiArray"))
+    for j in range(int(duration_s * joint_hz) + 1):
+        t_ns = START_NS + round(j * 1e9 / joint_hz)
         state = types["sensor_msgs/msg/JointState"](
             header=_header(typestore, stamp_of(t_ns), ""), name=list(joint_names),
             position=np.append(arm_positions(t_ns), GRIPPER_RAD), velocity=np.zeros(0), effort=np.zeros(0))
