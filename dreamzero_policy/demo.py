@@ -173,9 +173,10 @@ def write_run_folder(recording: Recording, folder: Path, duration_s: float, limi
     return summary
 
 
-def _run_closed_loop(recorder: DemoRecorder, duration_s: float) -> float:
-    """Wait for the first chunk, then run ``duration_s`` more (Ctrl-C ends early); returns when the
-    closed loop started (time.monotonic()). Raises RuntimeError when no chunk came in time."""
+def _run_closed_loop(recorder: DemoRecorder, duration_s: float, min_chunks: int = 0) -> float:
+    """Wait for the first chunk, then run ``duration_s`` more and until ``min_chunks`` chunks came (at most
+    FIRST_CHUNK_TIMEOUT_S longer; Ctrl-C ends early); returns when the closed loop started (time.monotonic()).
+    Raises RuntimeError when no chunk came in time."""
     waited = time.monotonic()
     while recorder.chunks() == 0:
         if time.monotonic() - waited > FIRST_CHUNK_TIMEOUT_S:
@@ -184,7 +185,8 @@ def _run_closed_loop(recorder: DemoRecorder, duration_s: float) -> float:
         time.sleep(0.5)
     started = time.monotonic()
     try:
-        while time.monotonic() - started < duration_s:
+        while (time.monotonic() - started < duration_s or (
+                recorder.chunks() < min_chunks and time.monotonic() - started < duration_s + FIRST_CHUNK_TIMEOUT_S)):
             time.sleep(1.0)
             print("\r" + recorder.status(), end="", flush=True)
     except KeyboardInterrupt:
@@ -194,9 +196,10 @@ def _run_closed_loop(recorder: DemoRecorder, duration_s: float) -> float:
 
 
 def run_demo(duration_s: float, output_dir: Path, prompt: str, camera_rate_hz: float,
-             embodiment: str | Path = "droid") -> dict:
+             embodiment: str | Path = "droid", min_chunks: int = 0) -> dict:
     """Run the closed loop and write the run folder; returns the summary. ``embodiment``: DROID, or a
-    variant YAML of it (same cameras, joints and topics as the simulation; e.g. another action rate)."""
+    variant YAML of it (same cameras, joints and topics as the simulation; e.g. another action rate).
+    ``min_chunks``: run on past ``duration_s`` until that many chunks came (a loaded machine computes slowly)."""
     from dreamzero_policy.paths import share_dir
     from dreamzero_policy.robot_limits import LimitSettings, robot_limits
 
@@ -221,7 +224,7 @@ def run_demo(duration_s: float, output_dir: Path, prompt: str, camera_rate_hz: f
         recorder = DemoRecorder()
         with running(options) as (_, executor):
             executor.add_node(recorder)
-            started = _run_closed_loop(recorder, duration_s)
+            started = _run_closed_loop(recorder, duration_s, min_chunks)
             executor.remove_node(recorder)
         summary = write_run_folder(recorder.recording, folder, time.monotonic() - started, limits)
         recorder.destroy_node()
