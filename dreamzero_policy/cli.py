@@ -179,7 +179,9 @@ def _add_bag_commands(commands) -> None:
                                "'panda_*=fr3_*' (an FR3 on DROID; repeatable)")
     evaluate.add_argument("--execute-steps", type=int, default=0, help="steps between queries (0: the horizon)")
     evaluate.add_argument("--max-chunks", type=int, default=0, help="stop after this many chunks (0: whole bag)")
-    evaluate.add_argument("--frame-mode", default="training", choices=("training", "official"))
+    evaluate.add_argument("--frame-mode", default="auto", choices=("auto", "training", "official"),
+                          help="frames per continuation query; auto: as the remote server's handshake says "
+                               "(official server: 4), else training (9)")
     evaluate.add_argument("--camera-timeout", type=float, default=0.5, help="seconds; older camera frames block")
     evaluate.add_argument("--frame-tolerance", type=float, default=0.15, help="seconds between wanted and used frame")
     evaluate.add_argument("--state-tolerance", type=float, default=0.1, help="seconds between t_obs and joint state")

@@ -52,7 +52,7 @@ from dreamzero_embodiments.scheduling import QueryScheduler
 from dreamzero_embodiments.spec import EmbodimentSpec
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.backends.base import (BackendError, BackendRecoveringError, Observation, PolicyBackend,
-                                            SessionLostError, route_backend_logs)
+                                            SessionLostError, route_backend_logs, wanted_frame_mode)
 from dreamzero_policy.conversions import (Chunk, chunk_to_message, image_to_rgb, joint_state_arrays, rgb_to_image,
                                           stamp_to_ns)
 from dreamzero_policy.diagnostics import ERROR, OK, WARN, diagnostic_array
@@ -149,8 +149,7 @@ class PolicyNode(ManagedNode):
         self._prompt = settings.prompt
         # frame_mode auto: training until the backend says otherwise (_follow_backend_frame_mode); a session's
         # first query carries one frame in every mode, and the remote backend knows its server by then.
-        self._assembler = ObservationAssembler(spec, frame_mode="training" if settings.frame_mode == "auto"
-                                               else settings.frame_mode,
+        self._assembler = ObservationAssembler(spec, frame_mode=wanted_frame_mode(None, settings.frame_mode),
                                                camera_timeout_s=settings.camera_timeout_s,
                                                frame_tolerance_s=settings.frame_tolerance_s,
                                                state_tolerance_s=settings.state_tolerance_s)
@@ -301,11 +300,11 @@ class PolicyNode(ManagedNode):
     def _follow_backend_frame_mode(self) -> None:
         """frame_mode auto: the frames the backend asks for (remote: from the server's handshake, known once
         connected; other backends ask for nothing and keep training)."""
-        wanted = getattr(self._backend, "frame_mode", None)
-        if self._settings.frame_mode != "auto" or wanted is None or wanted == self._assembler.schedule.mode:
-            return
-        self.get_logger().info(f"frame_mode auto: continuation queries carry the frames of mode {wanted}")
-        self._assembler.set_frame_mode(wanted)
+        wanted = wanted_frame_mode(self._backend, self._settings.frame_mode)
+        if wanted != self._assembler.schedule.mode:
+            self.get_logger().info(f"frame_mode {self._settings.frame_mode}: continuation queries carry the "
+                                   f"frames of mode {wanted}")
+            self._assembler.set_frame_mode(wanted)
 
     def _log_from_backend(self, level: int, message: str) -> None:
         """Backend :mod:`logging` records (``route_backend_logs``) in this node's log."""

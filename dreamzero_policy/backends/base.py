@@ -98,6 +98,14 @@ class _Route(logging.Handler):
             self.handleError(record)
 
 
+def wanted_frame_mode(backend: PolicyBackend, frame_mode: str) -> str:
+    """The frames a continuation query should carry (facts §1.8, §3.5): ``frame_mode`` when forced, for ``auto``
+    what the backend asks for (a remote backend once its server's handshake told it), else ``training``."""
+    if frame_mode != "auto":
+        return frame_mode
+    return getattr(backend, "frame_mode", None) or "training"
+
+
 def route_backend_logs(sink: Callable[[int, str], None]) -> Callable[[], None]:
     """Hand every backend's log records (INFO and above) to ``sink(level, message)``, e.g. a node's logger.
 

@@ -50,7 +50,7 @@ from dreamzero_embodiments.assembly import ObservationAssembler, ObservationErro
 from dreamzero_embodiments.evaluation import hold, interpolate, step_times_ns
 from dreamzero_embodiments.spec import EmbodimentSpec
 from dreamzero_embodiments.stitching import stitch_frames
-from dreamzero_policy.backends.base import Observation, PolicyBackend
+from dreamzero_policy.backends.base import Observation, PolicyBackend, wanted_frame_mode
 from dreamzero_policy.bags.bag_types import message_class
 from dreamzero_policy.conversions import command_values, image_to_rgb, joint_state_arrays, stamp_to_ns
 from dreamzero_policy.video import Mp4Writer, side_by_side
@@ -74,7 +74,7 @@ class EvalOptions:
     execute_steps: int = 0
     namespace: str = ""
     camera_topics: dict[str, str] = field(default_factory=dict)
-    frame_mode: str = "training"
+    frame_mode: str = "auto"
     camera_timeout_s: float = 0.5
     frame_tolerance_s: float = 0.15
     state_tolerance_s: float = 0.1
@@ -228,7 +228,7 @@ class _Run:
     def __init__(self, spec: EmbodimentSpec, backend: PolicyBackend, options: EvalOptions, recorded: RecordedRobot,
                  video: Mp4Writer | None) -> None:
         self.spec, self.backend, self.options, self.recorded, self.video = spec, backend, options, recorded, video
-        self.assembler = ObservationAssembler(spec, frame_mode=options.frame_mode,
+        self.assembler = ObservationAssembler(spec, frame_mode=wanted_frame_mode(backend, options.frame_mode),
                                               camera_timeout_s=options.camera_timeout_s,
                                               frame_tolerance_s=options.frame_tolerance_s,
                                               state_tolerance_s=options.state_tolerance_s)
@@ -298,6 +298,7 @@ class _Run:
 
     def _query(self) -> None:
         first = not self.t_obs
+        self.assembler.set_frame_mode(wanted_frame_mode(self.backend, self.options.frame_mode))  # auto: the server's
         try:
             assembled = self.assembler.assemble(self.clock_ns, first_of_session=first)
         except ObservationError as error:

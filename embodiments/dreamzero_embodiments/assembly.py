@@ -69,7 +69,8 @@ class ObservationAssembler:
     def set_frame_mode(self, frame_mode: str) -> None:
         """Pick the frames of later queries by ``frame_mode`` (``training`` or ``official``, facts §1.8, §3.5),
         e.g. once a remote server's handshake says which it takes; the history is kept."""
-        self.schedule = FrameSchedule.from_spec(self.spec, frame_mode)
+        if frame_mode != self.schedule.mode:
+            self.schedule = FrameSchedule.from_spec(self.spec, frame_mode)
 
     def push_frame(self, key: str, stamp_ns: int, rgb: np.ndarray) -> None:
         """Store a decoded frame uint8[H, W, 3], resized to the camera's checkpoint resolution."""

@@ -363,3 +363,16 @@ def test_bag_commands_name_the_cause_and_exit_2(sqlite_bag, tmp_path) -> None:
     assert nowhere.returncode == 2 and "does not exist" in nowhere.stderr
     exists = run("record", "/joint_states", "-o", str(path), "--duration", "0.1")
     assert exists.returncode == 2 and "already exists" in exists.stderr
+
+
+def test_eval_follows_the_frames_a_remote_server_takes(tmp_path) -> None:
+    """frame_mode auto (the default): a backend whose server takes the official 4 frames (a remote backend after
+    the official server's handshake) gets 1 frame, then 4 per camera; a local one keeps 9 (issue 14 part 2)."""
+    path = tmp_path / "bag"
+    write_droid_bag(path, BAG_SECONDS)
+    official = KnownMotionBackend("hold")
+    official.frame_mode = "official"
+    for backend, frames in ((official, 4), (KnownMotionBackend("hold"), 9)):
+        evaluate_bag(path, SPEC, backend, OPTIONS)
+        counts = [{len(v) for v in call.views.values()} for call in backend.calls]
+        assert counts[0] == {1} and len(counts) >= 2 and all(c == {frames} for c in counts[1:]), counts
