@@ -1,5 +1,11 @@
 """Host time per chunk outside the model: select, decode, crop, resize, stitch, pack state.
 
+Two image paths side by side, chunk after chunk in one run, so both see the same machine load:
+
+* ``before``: the library's path before issue 14, kept here only: Pillow BILINEAR resize (rounds);
+* ``after``: ``dreamzero_embodiments.stitching`` as it is, the reference's resize bit for bit
+  (float32, truncation; facts §10).
+
 Two cases, 9 frames per camera at the training spacing (facts §1.8), camera rate = action rate:
 
 * ``droid``: 3 cameras, 180x320 ``sensor_msgs/Image`` rgb8 (15 Hz);
@@ -16,6 +22,8 @@ to add up ("total, hot path"). Medians are taken per row, so rows do not add up 
 
 Publishing (``ActionChunk``, predicted video) is NOT measured here: it needs rclpy and is timed in the
 ROS layer's own benchmark. Hook: add its stage to ``STAGES`` and time it in ``run_chunk``.
+
+After the table: how far the two paths' mosaics are apart (grey levels), over every chunk timed.
 
 Usage:
     PYTHONPATH=embodiments .venv/bin/python bench/host_bench.py [--repeats 30] [--case droid|agibot_g1]
@@ -34,18 +42,52 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import PIL
+from PIL import Image
 
 from dreamzero_embodiments.buffers import StampedRingBuffer
 from dreamzero_embodiments.frames import FrameSchedule, select_stamped
 from dreamzero_embodiments.images import decode_compressed_image, decode_image, encode_compressed_image, encode_image
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_embodiments.state import pack_state
-from dreamzero_embodiments.stitching import center_crop, resize_to, stitch, stitch_frames
+from dreamzero_embodiments.stitching import _place, center_crop, resize_to, stitch, stitch_frames  # _place: 'before'
 
 STAGES = ("select", "decode", "crop", "resize", "stitch", "pack_state")  # publish: see module docstring
 T0_NS = 1_700_000_000_000_000_000
 HISTORY_S = 2.5  # camera history kept: more than one chunk's span (1.6 s DROID, 0.8 s AgiBot)
 JPEG_QUALITY = 90  # assumed camera-driver setting (the brief's AgiBot case); not measured on the robot
+
+
+def pillow_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``resize_to`` before issue 14: Pillow BILINEAR, antialiased when shrinking, rounded."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size[1], size[0]),
+                                                                          Image.Resampling.BILINEAR))
+
+
+def pillow_stitch_frames(frames: dict[str, np.ndarray], spec: EmbodimentSpec) -> np.ndarray:
+    """``stitch_frames`` before issue 14: per frame resize if needed, crop, Pillow resize, place."""
+    h, w = spec.image.view_size
+    count = len(next(iter(frames.values())))
+    mosaic = np.zeros((count, 2 * h, 2 * w, 3), dtype=np.uint8)
+    for cell in spec.image.mosaic:
+        resolution = spec.camera(cell.view).resolution
+        for t, frame in enumerate(frames[cell.view]):
+            frame = pillow_resize(frame, resolution)
+            view = pillow_resize(np.ascontiguousarray(center_crop(frame, spec.image.crop_scale)), (h, w))
+            _place(mosaic[t], cell.row, cell.col, cell.cols, view)
+    return mosaic
+
+
+@dataclass(frozen=True)
+class Path:
+    """One image path: the resize of the stage-by-stage run and the one-call hot path."""
+
+    resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray]
+    stitch_frames: Callable[[dict[str, np.ndarray], EmbodimentSpec], np.ndarray]
+
+
+PATHS = {"before": Path(pillow_resize, pillow_stitch_frames), "after": Path(resize_to, stitch_frames)}
 
 
 @dataclass(frozen=True)
@@ -97,8 +139,9 @@ def joint_state(spec: EmbodimentSpec, rng: np.random.Generator) -> tuple[list[st
     return [names[i] for i in order], rng.uniform(0.0, 0.5, len(names))
 
 
-def run_chunk(spec: EmbodimentSpec, case: Case, buffers: dict, t_obs_ns: int, state_msg: tuple) -> dict[str, float]:
-    """One chunk's host work; ms per stage."""
+def run_chunk(spec: EmbodimentSpec, case: Case, buffers: dict, t_obs_ns: int, state_msg: tuple,
+              path: Path) -> tuple[dict[str, float], np.ndarray]:
+    """One chunk's host work along ``path``; (ms per stage, the mosaics uint8[9, 352, 640, 3])."""
     ms: dict[str, float] = {}
     schedule = FrameSchedule.from_spec(spec)
     tolerance_ns = round(spec.timing.dt * 1e9) // 2
@@ -120,7 +163,7 @@ def run_chunk(spec: EmbodimentSpec, case: Case, buffers: dict, t_obs_ns: int, st
     ms["crop"] = (time.perf_counter_ns() - start) * 1e-6
 
     start = time.perf_counter_ns()
-    views = {key: [resize_to(c, (h, w)) for c in items] for key, items in crops.items()}
+    views = {key: [path.resize(c, (h, w)) for c in items] for key, items in crops.items()}
     ms["resize"] = (time.perf_counter_ns() - start) * 1e-6
 
     start = time.perf_counter_ns()
@@ -136,25 +179,40 @@ def run_chunk(spec: EmbodimentSpec, case: Case, buffers: dict, t_obs_ns: int, st
 
     stacked = {key: np.stack(items) for key, items in frames.items()}
     start = time.perf_counter_ns()
-    check = stitch_frames(stacked, spec)
+    check = path.stitch_frames(stacked, spec)
     ms["stitch_frames (crop+resize+stitch)"] = (time.perf_counter_ns() - start) * 1e-6
     ms["total, hot path (select+decode+stitch_frames+pack_state)"] = (
         ms["select"] + ms["decode"] + ms["stitch_frames (crop+resize+stitch)"] + ms["pack_state"])
     assert mosaic.shape == (len(wanted), 2 * h, 2 * w, 3) and np.array_equal(mosaic, check) and state.size
-    return ms
+    return ms, check
 
 
-def bench(name: str, repeats: int, warmup: int = 3) -> dict[str, float]:
+def bench(name: str, repeats: int, warmup: int = 3) -> tuple[dict[str, dict[str, float]], tuple[int, float]]:
+    """Per path the median ms per stage, and (max, mean) |before - after| over the mosaics, grey levels.
+
+    The paths alternate chunk by chunk, so a change of machine load hits both alike.
+    """
     case, rng = CASES[name], np.random.default_rng(0)
     spec = load_embodiment(case.embodiment)
     buffers, t_obs_ns = camera_buffers(spec, case, rng)
     state_msg = joint_state(spec, rng)
-    runs = [run_chunk(spec, case, buffers, t_obs_ns, state_msg) for _ in range(warmup + repeats)][warmup:]
-    medians = {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in PATHS}
+    largest, total, values = 0, 0, 0
+    for _ in range(warmup + repeats):
+        mosaics = {}
+        for label, path in PATHS.items():
+            ms, mosaics[label] = run_chunk(spec, case, buffers, t_obs_ns, state_msg, path)
+            runs[label].append(ms)
+        diff = np.abs(mosaics["before"].astype(np.int16) - mosaics["after"])
+        largest, total, values = max(largest, int(diff.max())), total + int(diff.sum()), values + diff.size
+    medians = {}
     payloads = [p for b in buffers.values() for p in b.snapshot()[1]]
-    medians["message bytes per frame (not ms)"] = statistics.median(len(p["data"] if isinstance(p, dict) else p.data)
-                                                                   for p in payloads)
-    return medians
+    for label, path_runs in runs.items():
+        kept = path_runs[warmup:]
+        medians[label] = {stage: statistics.median(run[stage] for run in kept) for stage in kept[0]}
+        medians[label]["message bytes per frame (not ms)"] = statistics.median(
+            len(p["data"] if isinstance(p, dict) else p.data) for p in payloads)
+    return medians, (largest, total / values)
 
 
 def main() -> None:
@@ -166,12 +224,17 @@ def main() -> None:
     results = {name: bench(name, args.repeats) for name in names}
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"numpy {np.__version__}, opencv {cv2.__version__}, pillow {PIL.__version__}; cv2 threads "
-          f"{cv2.getNumThreads()}; median of {args.repeats} chunks, ms")
-    stages = list(next(iter(results.values())))
-    print("| stage | " + " | ".join(f"{n} ({CASES[n].message}, 3 x 9 frames)" for n in names) + " |")
-    print("|---|" + "---|" * len(names))
+          f"{cv2.getNumThreads()}; load average {os.getloadavg()[0]:.1f}; median of {args.repeats} chunks, ms")
+    columns = [(n, label) for n in names for label in PATHS]
+    stages = list(results[names[0]][0]["after"])
+    print("| stage | " + " | ".join(f"{n} {label} ({CASES[n].message}, 3 x 9 frames)" for n, label in columns) + " |")
+    print("|---|" + "---|" * len(columns))
     for stage in stages:
-        print(f"| {stage} | " + " | ".join(f"{results[n][stage]:.2f}".removesuffix(".00") for n in names) + " |")
+        print(f"| {stage} | " + " | ".join(f"{results[n][0][label][stage]:.2f}".removesuffix(".00")
+                                            for n, label in columns) + " |")
+    for n in names:
+        largest, mean = results[n][1]
+        print(f"# {n}: mosaics before vs after: max |diff| {largest} grey levels, mean |diff| {mean:.3f}")
 
 
 if __name__ == "__main__":
