@@ -147,6 +147,12 @@ def _activate_adapter(robot: Node) -> None:
             raise SystemExit(f"jitter_bench: adapter transition {transition} failed (see its log)")
 
 
+def _cpu_s(process: subprocess.Popen) -> float:
+    """User + system CPU seconds of a child so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentiles_ms(times_ns: list[int]) -> dict[str, float]:
     intervals = np.diff(np.array(times_ns, dtype=np.int64)) * 1e-6
     return {"p50": float(np.percentile(intervals, 50)), "p99": float(np.percentile(intervals, 99)),
@@ -176,10 +182,11 @@ def run_case(case: str, seconds: float, rate_hz: float, logs: Path) -> dict[str,
         if load is not None:
             _wait(lambda: robot.policy_chunks_ns, "the policy node's first chunk")
         robot.stamps_ns.clear(), robot.arrivals_ns.clear(), robot.policy_chunks_ns.clear()
-        start = time.monotonic()
+        start, adapter_cpu = time.monotonic(), _cpu_s(processes[0])
         time.sleep(seconds)
         robot.recording = False
         elapsed = time.monotonic() - start
+        adapter_cpu = _cpu_s(processes[0]) - adapter_cpu
     finally:
         for process in processes:
             _stop(process)
@@ -187,7 +194,8 @@ def run_case(case: str, seconds: float, rate_hz: float, logs: Path) -> dict[str,
         robot.destroy_node()
     return {"case": case, "seconds": elapsed, "stamps": _percentiles_ms(robot.stamps_ns),
             "arrivals": _percentiles_ms(robot.arrivals_ns), "commands_per_s": len(robot.stamps_ns) / elapsed,
-            "policy_chunks_per_s": len(robot.policy_chunks_ns) / elapsed}
+            "policy_chunks_per_s": len(robot.policy_chunks_ns) / elapsed, "adapter_cpu": adapter_cpu / elapsed,
+            "load_average": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -208,12 +216,12 @@ def main() -> None:
         for case in args.cases:
             rows.append(run_case(case, args.seconds, args.rate, logs))
     print(f"| case | commands/s | interval p50 ms | p99 ms | max ms | p99 - period ms | received p99 ms | "
-          f"policy chunks/s |\n|---|---|---|---|---|---|---|---|")
+          f"policy chunks/s | adapter CPU | load average |\n|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         stamps, arrivals = row["stamps"], row["arrivals"]
         print(f"| {row['case']} | {row['commands_per_s']:.1f} | {stamps['p50']:.2f} | {stamps['p99']:.2f} | "
               f"{stamps['max']:.2f} | {stamps['p99'] - period_ms:+.2f} | {arrivals['p99']:.2f} | "
-              f"{row['policy_chunks_per_s']:.2f} |")
+              f"{row['policy_chunks_per_s']:.2f} | {row['adapter_cpu']:.0%} | {row['load_average']:.1f} |")
 
 
 if __name__ == "__main__":
