@@ -2,7 +2,8 @@
 
 One entry point with sub-commands. ``info`` reports what is installed and where, and exits non-zero
 when a part the nodes need is missing, so it doubles as an installation check on a new machine.
-``bringup`` and ``demo`` run the node graph; ``record``, ``replay`` and ``eval-bag`` work with bags
+``bringup`` and ``demo`` run the node graph, ``collect`` records scripted demonstrations in the
+simulation; ``record``, ``replay``, ``eval-bag`` and ``dataset`` work with bags
 (:mod:`dreamzero_policy.bags`). ``serve`` and ``bench`` of the design are not built yet (benchmarks
 are scripts under ``bench/``).
 """
@@ -92,6 +93,48 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if summary["chunks"] > 0 and summary["commands_within_urdf_limits"] else 1
 
 
+def run_collect(args: argparse.Namespace) -> int:
+    """Scripted demonstrations in the simulation into bags (see :mod:`dreamzero_policy.collect`); exit status 0
+    when every episode succeeded, 1 when some did not, 2 on a bad argument."""
+    import rclpy
+
+    from dreamzero_embodiments.sim.demonstrator import PlanningError
+    from dreamzero_embodiments.sim.tasks import find_task
+    from dreamzero_policy import collect
+
+    try:
+        tasks = tuple(find_task(text) for text in args.task)
+        if args.episodes < 1:
+            raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
+    except ValueError as error:
+        print(f"dreamzero collect: {error}", file=sys.stderr)
+        return 2
+    options = collect.CollectOptions(Path(args.output), args.episodes, tasks, args.seed_start, args.camera_rate,
+                                     args.render_processes, args.timeout, args.storage, args.namespace,
+                                     args.params_file)
+    results: list = []
+
+    def report(result) -> None:
+        results.append(result)
+        print(json.dumps({"episode": str(result.folder), **result.metadata, "wall_s": round(result.wall_s, 2),
+                          "sim_s": round(result.sim_s, 2)}), flush=True)
+
+    with rclpy.init():
+        try:
+            collect.run_collect(options, report)
+        except FileExistsError as error:
+            print(f"dreamzero collect: {error}; choose another --output", file=sys.stderr)
+            return 2
+        except PlanningError as error:  # a scene the demonstrator cannot solve: the episodes so far stay
+            print(f"dreamzero collect: episode {len(results)} (seed {args.seed_start + len(results)}): {error}",
+                  file=sys.stderr)
+        except KeyboardInterrupt:
+            print("dreamzero collect: interrupted", file=sys.stderr)
+    if results:
+        print(json.dumps(collect.summary(results)))
+    return 0 if len(results) == args.episodes and all(r.metadata["success"] for r in results) else 1
+
+
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     """The robot and model choices of ``dreamzero.launch.py``, shared by bringup and eval-bag."""
     parser.add_argument("--embodiment", default="droid", help="droid, agibot_g1, yam, or a YAML path")
@@ -124,6 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--camera-rate", type=float, default=5.0,
                       help="simulated camera rate, Hz (TinyRenderer costs ~40 ms per camera on a CPU)")
     demo.set_defaults(func=run_demo)
+    collect = commands.add_parser("collect", help="scripted demonstrations in the simulation, through the ROS "
+                                                  "graph (teleop -> control_mux -> sim), one bag per episode")
+    collect.add_argument("--episodes", type=int, default=1, help="number of episodes")
+    collect.add_argument("--task", action="append", required=True, metavar="INSTRUCTION",
+                         help='e.g. "Touch the red cube.", "Touch the blue cube.", "Put the red cube in the '
+                              'tray." (or a task name); repeat to alternate tasks over the episodes')
+    collect.add_argument("-o", "--output", required=True, help="folder for episode_XXXX/{bag,metadata.json}")
+    collect.add_argument("--seed-start", type=int, default=0, help="episode i uses seed SEED_START + i")
+    collect.add_argument("--camera-rate", type=float, default=15.0,
+                         help="camera rate in simulated Hz (rendered in lockstep; ~40 ms per camera on a CPU)")
+    collect.add_argument("--render-processes", type=int, default=3, choices=(1, 2, 3),
+                         help="child processes rendering the three cameras (1 on a 2-core machine)")
+    collect.add_argument("--timeout", type=float, default=30.0,
+                         help="simulated seconds before an unsuccessful episode ends")
+    collect.add_argument("-s", "--storage", default="mcap", choices=("mcap", "sqlite3"))
+    collect.add_argument("--namespace", default="", help="namespace of the simulated robot's topics")
+    collect.add_argument("--params-file", default="", help="control_mux parameters (default launch/params/droid.yaml)")
+    collect.set_defaults(func=run_collect)
     _add_bag_commands(commands)
     return parser
 

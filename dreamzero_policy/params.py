@@ -262,4 +262,8 @@ SIM_DROID_PARAMS: tuple[Param, ...] = (
                                   "stamp with it; false: follow and stamp with the node clock."),
     Param("render_processes", 3, "Child processes the cameras are rendered in (cameras split over them); 0 renders "
                                  "in this process, which stalls the physics tick while rendering.", bounds=(0, 3)),
+    Param("lockstep_cameras", False, "With use_sim_clock: render the cameras every 1/camera_rate_hz of simulated "
+                                     "time inside the physics tick, which waits for the frames, so they fall on the "
+                                     "same simulated instants however slow the machine (the sim runs slower "
+                                     "instead). Pick joint_state_rate_hz a multiple of camera_rate_hz."),
 )

@@ -23,7 +23,12 @@ TinyRenderer costs about 40-60 ms per 320x180 camera and holds the GIL, so rende
 process would stall the physics tick too: with ``render_processes`` > 0 the cameras are rendered
 in that many child processes (:class:`~dreamzero_embodiments.sim.droid_world.RenderProcess`) and
 this process only waits on pipes. Three cameras at DROID's 15 Hz need about 1.8 cores: use 3
-processes there, and e.g. 5 Hz and 1 process on a 2-core CI machine.
+processes there, and e.g. 5 Hz and 1 process on a 2-core CI machine. With ``lockstep_cameras`` (needs
+``use_sim_clock``) there is no render timer: the physics tick that first reaches the next frame's
+simulated time (k / ``camera_rate_hz``) renders and publishes the frame before it returns, so simulated
+time waits for the cameras, the frames fall on the same simulated instants on a slow machine as on a
+fast one, and none is skipped (``dreamzero collect`` runs the sim so). A supervisor in the same
+process reads the world's state with :meth:`SimDroid.world_state`.
 
 Safe behaviour: a command of the wrong length or with a non-finite value is dropped with a throttled
 warning and the arm keeps its last target; before any command it holds the ready pose
@@ -33,6 +38,7 @@ chunks. Shutdown (:meth:`SimDroid.destroy_node`) stops the render processes.
 """
 from __future__ import annotations
 
+import math
 import threading
 import traceback
 from dataclasses import dataclass, fields
@@ -44,7 +50,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from dreamzero_embodiments.sim.droid_world import DroidWorld, RenderProcess
+from dreamzero_embodiments.sim.droid_world import DroidWorld, RenderProcess, WorldState
 from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_embodiment
 from dreamzero_policy.conversions import ns_to_stamp, rgb_to_image
 from dreamzero_policy.lifecycle import spin_node
@@ -65,6 +71,7 @@ class SimSettings:
     joint_state_rate_hz: float
     use_sim_clock: bool
     render_processes: int
+    lockstep_cameras: bool
 
     @classmethod
     def from_node(cls, node: Node) -> SimSettings:
@@ -93,6 +100,7 @@ class SimDroid(Node):
         self._ticks = 0
         self._steps_done = 0
         self._cameras_failed = False
+        self._frames = 0  # lockstep_cameras: index k of the last frame time rendered
         try:
             self._setup()
         except Exception:
@@ -101,6 +109,8 @@ class SimDroid(Node):
 
     def _setup(self) -> None:
         settings = self._settings = SimSettings.from_node(self)
+        if settings.lockstep_cameras and not settings.use_sim_clock:
+            raise ValueError("lockstep_cameras needs use_sim_clock: only a simulated clock can wait for the frames")
         spec = self._spec = load_embodiment(EMBODIMENT)
         world = self._world = DroidWorld(settings.seed, physics_dt_s=1.0 / settings.physics_rate_hz, spec=spec)
         for group in spec.controller_groups:  # the YAML's groups must map onto the simulated joints
@@ -126,10 +136,13 @@ class SimDroid(Node):
                                      callback_group=physics)
         self._start_ns = self.get_clock().now().nanoseconds
         self.create_timer(1.0 / settings.joint_state_rate_hz, self._tick, callback_group=physics)
-        self.create_timer(1.0 / settings.camera_rate_hz, self._render, callback_group=MutuallyExclusiveCallbackGroup())
+        if not settings.lockstep_cameras:
+            self.create_timer(1.0 / settings.camera_rate_hz, self._render,
+                              callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f"simulating {spec.name} (seed {settings.seed}): physics {settings.physics_rate_hz} Hz, "
                                f"cameras {settings.camera_rate_hz} Hz in {len(self._renderers)} render process(es), "
-                               f"{'sim' if settings.use_sim_clock else 'node'} clock")
+                               f"{'sim' if settings.use_sim_clock else 'node'} clock"
+                               f"{', cameras in lockstep' if settings.lockstep_cameras else ''}")
 
     # ---------------------------------------------------------------- callbacks
     def _on_command(self, group: ControllerGroup, msg: Float64MultiArray) -> None:
@@ -174,6 +187,24 @@ class SimDroid(Node):
             message = JointState(name=names, position=positions.tolist())
             message.header.stamp = ns_to_stamp(stamp_ns)
             self._joint_state_pub.publish(message)
+            frame_due = self._settings.lockstep_cameras and self._frame_due(self._world.time_s)
+        if frame_due:  # outside the lock, which _render takes; nothing steps meanwhile (this callback group)
+            self._render()
+
+    def _frame_due(self, sim_time_s: float) -> bool:
+        """lockstep_cameras: whether this tick is the first at or after a frame's simulated time k / camera_rate_hz
+        (k >= 1; at most one frame per tick)."""
+        frame = math.floor(sim_time_s * self._settings.camera_rate_hz + 1e-6)  # 1e-6: float round-off of the ticks
+        if frame <= self._frames:
+            return False
+        self._frames = frame
+        return True
+
+    def world_state(self) -> WorldState | None:
+        """A snapshot of the simulated world (joints, object poses, simulated time; ``droid_world.WorldState``)
+        for a supervisor in this process, e.g. ``dreamzero collect``'s success test; None after teardown."""
+        with self._lock:
+            return None if self._world is None else self._world.state()
 
     def _render(self) -> None:
         with self._render_lock:

@@ -50,7 +50,7 @@ def receive_stamp_ns(now_ns: int, wall_ns: int, received_ns: int, previous_ns: i
     ``previous_ns``: the two clocks are read a moment apart, and that jitter must not reorder messages
     published back to back (a bag is read in stamp order)."""
     waited_ns = 0 if received_ns <= 0 else min(max(0, wall_ns - received_ns), MAX_QUEUE_WAIT_NS)
-    stamp_ns = now_ns - waited_ns
+    stamp_ns = max(now_ns - waited_ns, 0)  # sim time starts at 0: a wall-clock wait must not make it negative
     return stamp_ns if previous_ns is None else max(stamp_ns, previous_ns + 1)
 
 

@@ -8,7 +8,10 @@ simulated time in fixed physics steps.
 Scene: pybullet_data's Franka Panda (``franka_panda/panda.urdf``, fixed base) on the edge of a table,
 facing +x, with a tray and two cubes (red, blue) placed on the table by the seed. The same seed and
 the same calls give identical physics and identical images (TinyRenderer is pure software;
-environment.md G15). World frame: z up, metres, radians.
+environment.md G15). World frame: z up, metres, radians. For the tasks and the scripted demonstrator
+(``sim/tasks.py``, ``sim/demonstrator.py``) a world also answers queries: object poses by name
+(:data:`OBJECT_NAMES`), the gripper's distance to an object, the grasp frame's pose, and IK on a
+world used as a kinematic model (:meth:`DroidWorld.place_arm`, :meth:`DroidWorld.inverse_kinematics`).
 
 Names come from the embodiment YAML (``robots/droid.yaml``), never from this file: the state names
 (``panda_joint1..7``, ``panda_gripper_joint``) and the camera keys. This file only decides which
@@ -95,9 +98,16 @@ TABLE_TOP_Z_M = 0.625  # table/table.urdf: a 0.05 m thick top centred at z = 0.6
 ROBOT_BASE = (-0.2, 0.0, TABLE_TOP_Z_M)
 FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")  # panda.urdf
 HAND_LINK = "panda_hand"
+GRASP_LINK = "panda_grasptarget"  # panda.urdf: 0.105 m along the hand's z axis, between the fingertips
+GRIPPER_LINKS = ("panda_hand", "panda_leftfinger", "panda_rightfinger")  # what touches objects
 TRAY_SCALE = 0.5  # tray/traybox.urdf is 0.6 m square; half of it fits the reachable workspace
 CUBE_HALF_M = 0.025  # cube_small.urdf: 0.05 m cube
 CUBE_COLORS = ((0.85, 0.15, 0.1, 1.0), (0.1, 0.3, 0.85, 1.0))
+OBJECT_NAMES = ("tray", "red_cube", "blue_cube")  # the rows of WorldState.object_poses, in load order
+# traybox.urdf, scaled by TRAY_SCALE: the floor box (0.02 m thick, centred 0.005 m above the tray's origin)
+# ends 0.015 m up; the sloped rims (0.575 rad) meet the floor 0.2 m from the centre.
+TRAY_FLOOR_TOP_M = 0.015 * TRAY_SCALE
+TRAY_INNER_HALF_M = 0.2 * TRAY_SCALE
 # Where the seed may put things (world x, y ranges in m): in front of the robot, within the Panda's
 # ~0.85 m reach from its base at x = -0.2.
 TRAY_X_RANGE, TRAY_ABS_Y_RANGE = (0.35, 0.45), (0.15, 0.25)
@@ -226,10 +236,13 @@ class DroidWorld:
                  for j in range(p.getNumJoints(self._robot, physicsClientId=cid))}
         wanted = (*self.joint_names[:7], *FINGER_JOINTS)
         missing = [n for n in wanted if n not in info]
-        if missing or HAND_LINK not in links:
-            raise ValueError(f"panda.urdf lacks joints {missing} or link {HAND_LINK!r}")
+        missing_links = [n for n in (HAND_LINK, GRASP_LINK, *GRIPPER_LINKS) if n not in links]
+        if missing or missing_links:
+            raise ValueError(f"panda.urdf lacks joints {missing} or links {missing_links}")
         self._joints = np.array([info[n] for n in wanted])  # 7 arm joints then 2 fingers
         self._hand = links[HAND_LINK]
+        self._grasp = links[GRASP_LINK]
+        self._gripper_links = [links[n] for n in GRIPPER_LINKS]
         details = [p.getJointInfo(self._robot, int(j), physicsClientId=cid) for j in self._joints]
         self.lower = np.array([d[8] for d in details])  # float64[9], rad (arm) and m (fingers)
         self.upper = np.array([d[9] for d in details])
@@ -373,6 +386,58 @@ class DroidWorld:
             p.resetJointState(self._robot, int(joint), float(value), 0.0, physicsClientId=cid)
         for body, pose in zip(self._objects, state.object_poses):
             p.resetBasePositionAndOrientation(body, pose[:3], pose[3:], physicsClientId=cid)
+
+    # ---------------------------------------------------------------- queries for sim/tasks.py, sim/demonstrator.py
+    def object_pose(self, name: str) -> np.ndarray:
+        """float64[7]: position (m) and quaternion x, y, z, w of object ``name`` (:data:`OBJECT_NAMES`), world frame.
+
+        Raises:
+            KeyError: an unknown name.
+        """
+        return self._object_poses()[self._object_index(name)]
+
+    def _object_index(self, name: str) -> int:
+        if name not in OBJECT_NAMES:
+            raise KeyError(f"unknown object {name!r}; known: {list(OBJECT_NAMES)}")
+        return OBJECT_NAMES.index(name)
+
+    def gripper_distance(self, name: str, within_m: float) -> float:
+        """Smallest distance (m) between the gripper (:data:`GRIPPER_LINKS`) and object ``name`` at the current
+        poses; <= 0 when they touch (pybullet's contact distance), +inf when farther apart than ``within_m``.
+        A query: nothing moves."""
+        body = self._objects[self._object_index(name)]
+        distances = [point[8] for link in self._gripper_links
+                     for point in p.getClosestPoints(self._robot, body, float(within_m), linkIndexA=link,
+                                                     physicsClientId=self._client)]
+        return float(min(distances)) if distances else float("inf")
+
+    def grasp_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """(float64[3] m, float64[4] quaternion x, y, z, w) of the grasp frame (:data:`GRASP_LINK`, between the
+        fingertips, z along the fingers) at the current joint positions, world frame."""
+        position, orientation = p.getLinkState(self._robot, self._grasp, computeForwardKinematics=True,
+                                               physicsClientId=self._client)[4:6]
+        return np.array(position, dtype=np.float64), np.array(orientation, dtype=np.float64)
+
+    def place_arm(self, arm_q: np.ndarray) -> None:
+        """Put the arm at ``arm_q`` (float64[7], rad; clipped to the limits) at rest, without stepping and without
+        changing the targets: for a kinematic model of the robot (planning), not for a world that is stepped."""
+        p.resetJointStatesMultiDof(self._robot, self._joints[:7].tolist(), [[v] for v in self._checked_arm(arm_q)],
+                                   physicsClientId=self._client)
+
+    def inverse_kinematics(self, position: np.ndarray, orientation: np.ndarray, iterations: int = 20,
+                           residual_m: float = 1e-5) -> np.ndarray:
+        """pybullet's damped-least-squares IK of the grasp frame, starting from the current joint positions (so
+        a nearby start gives a nearby solution). Position limits are not enforced: the caller clips and checks.
+
+        Args:
+            position: float64[3], m, world frame. orientation: float64[4], quaternion x, y, z, w.
+        Returns:
+            float64[7], rad, panda_joint1..7.
+        """
+        q = p.calculateInverseKinematics(self._robot, self._grasp, list(map(float, position)),
+                                         list(map(float, orientation)), maxNumIterations=int(iterations),
+                                         residualThreshold=float(residual_m), physicsClientId=self._client)
+        return np.array(q[:7], dtype=np.float64)
 
     # ---------------------------------------------------------------- cameras
     def render(self, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:

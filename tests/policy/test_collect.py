@@ -1,0 +1,113 @@
+"""``dreamzero collect`` in-process: two short touch episodes through the graph (demonstrator -> teleop/<group>
+-> control_mux -> sim_droid), one bag and one metadata.json per episode.
+
+The graph runs in this process (console scripts would run the installed copy of the package). Cameras
+at 5 Hz in one render process, so it fits the 2-core CI machine; about 30-60 s there, most of it
+the two episodes' ~4 simulated seconds each with the cameras rendered in lockstep.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message
+from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+
+from dreamzero_embodiments.sim.tasks import find_task
+from dreamzero_embodiments.spec import load_embodiment
+from dreamzero_policy.bags.record import receive_stamp_ns
+from dreamzero_policy.cli import build_parser, main
+from dreamzero_policy.collect import TICK_RATE_HZ, CollectOptions, demonstration_limits, recorded_topics, run_collect
+from dreamzero_policy.conversions import stamp_to_ns
+
+SPEC = load_embodiment("droid")
+CAMERA_RATE_HZ = 5.0
+TIMEOUT_S = 10.0  # simulated; a touch takes ~3 s
+
+
+def _read_bag(path: Path) -> dict[str, list[tuple[int, bytes]]]:
+    """Topic -> [(bag stamp ns, raw CDR)] in bag order."""
+    messages: dict[str, list[tuple[int, bytes]]] = {}
+    with Reader(path) as reader:
+        for connection, stamp_ns, raw in reader.messages():
+            messages.setdefault(connection.topic, []).append((stamp_ns, bytes(raw)))
+    return messages
+
+
+@pytest.mark.slow
+def test_collect_writes_a_successful_bag_and_metadata_per_episode(ros_context, tmp_path: Path,
+                                                                  unique_name: str) -> None:
+    tasks = (find_task("Touch the red cube."), find_task("Touch the blue cube."))
+    options = CollectOptions(tmp_path / "demos", episodes=2, tasks=tasks, seed_start=2, camera_rate_hz=CAMERA_RATE_HZ,
+                             render_processes=1, timeout_s=TIMEOUT_S, namespace=unique_name)
+    results = run_collect(options)
+    print({"wall_s": [round(r.wall_s, 1) for r in results], "sim_s": [round(r.sim_s, 2) for r in results]})
+    limits = demonstration_limits("")
+    topics = recorded_topics(SPEC, unique_name)
+    arm_topic, gripper_topic = (f"/{unique_name}/{g.command_topic}" for g in SPEC.controller_groups)
+    for index, (result, task) in enumerate(zip(results, tasks)):
+        folder = tmp_path / "demos" / f"episode_{index:04d}"
+        metadata = json.loads((folder / "metadata.json").read_text())
+        assert metadata == result.metadata
+        assert {k: metadata[k] for k in ("instruction", "seed", "success", "task")} == {
+            "instruction": task.instruction, "seed": 2 + index, "success": True, "task": task.name}
+        assert 1.0 < metadata["duration_s"] < TIMEOUT_S
+
+        messages = _read_bag(folder / "bag")
+        assert set(messages) == set(topics)
+        assert {t: len(m) for t, m in messages.items()} == result.counts
+        states = [deserialize_message(raw, JointState) for _, raw in messages[f"/{unique_name}/joint_states"]]
+        state_s = np.array([stamp_to_ns(m.header.stamp) for m in states]) * 1e-9
+        span_s = state_s[-1] - state_s[0]
+        assert metadata["duration_s"] < span_s < 60.0  # simulated time, from the pre-roll on
+        assert len(states) >= 0.95 * span_s * TICK_RATE_HZ  # one per tick, hardly any lost
+        assert abs(len(messages["/clock"]) - len(states)) <= 3
+        frames = {c.key: [deserialize_message(raw, Image) for _, raw in messages[f"/{unique_name}/{c.topic}"]]
+                  for c in SPEC.cameras}
+        frame_s = {key: [stamp_to_ns(m.header.stamp) * 1e-9 for m in images] for key, images in frames.items()}
+        assert len({tuple(s) for s in frame_s.values()}) == 1  # the three cameras of each frame share its stamp
+        stamps = next(iter(frame_s.values()))
+        assert abs(len(stamps) - span_s * CAMERA_RATE_HZ) <= 2
+        np.testing.assert_allclose(np.diff(stamps), 1.0 / CAMERA_RATE_HZ, atol=1e-6)  # lockstep: none skipped
+        assert all((m.height, m.width) == tuple(SPEC.cameras[0].resolution) for m in frames[SPEC.cameras[0].key])
+        arm = np.array([deserialize_message(raw, Float64MultiArray).data for _, raw in messages[arm_topic]])
+        gripper = np.array([deserialize_message(raw, Float64MultiArray).data for _, raw in messages[gripper_topic]])
+        assert len(arm) >= 0.5 * metadata["duration_s"] * TICK_RATE_HZ  # the mux skips a tick now and then
+        assert len(gripper) == pytest.approx(len(arm), abs=3)
+        assert np.all(arm >= limits.lower[:7]) and np.all(arm <= limits.upper[:7])
+        assert np.ptp(arm, axis=0).max() > 0.3  # the arm moved
+        assert gripper.max() == pytest.approx(limits.upper[7], abs=0.01)  # closed for the touch
+        assert np.abs(states[-1].position[7] - gripper[-1, 0]) < 0.05
+
+
+def test_collect_command_line_parses_and_rejects_an_unknown_task(tmp_path: Path, capsys) -> None:
+    args = build_parser().parse_args(["collect", "--episodes", "3", "--task", "Touch the red cube.", "--task",
+                                      "put_red_cube_in_tray", "-o", str(tmp_path), "--seed-start", "7",
+                                      "--camera-rate", "5"])
+    assert (args.episodes, args.task, args.seed_start, args.camera_rate) == (
+        3, ["Touch the red cube.", "put_red_cube_in_tray"], 7, 5.0)
+    assert main(["collect", "--task", "Touch the green cube.", "-o", str(tmp_path / "out")]) == 2
+    assert "unknown task 'Touch the green cube.'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_recorder_stamps_never_go_below_zero_near_the_start_of_sim_time() -> None:
+    """Regression: a message that waited 100 ms (wall) in the queue while sim time was 20 ms old got a
+    negative bag stamp, and the MCAP writer failed on close ("can't convert negative int to unsigned")."""
+    ms, wall = 1_000_000, 1_800_000_000 * 10**9
+    assert receive_stamp_ns(now_ns=20 * ms, wall_ns=wall, received_ns=wall - 100 * ms, previous_ns=None) == 0
+    assert receive_stamp_ns(now_ns=20 * ms, wall_ns=wall, received_ns=wall - 100 * ms, previous_ns=0) == 1
+
+
+def test_lockstep_cameras_need_the_sim_clock(ros_context, unique_name: str) -> None:
+    from rclpy.parameter import Parameter
+
+    from dreamzero_policy.sim_droid import SimDroid
+
+    with pytest.raises(ValueError, match="lockstep_cameras needs use_sim_clock"):
+        SimDroid(namespace=unique_name, parameter_overrides=[Parameter("lockstep_cameras", value=True),
+                                                             Parameter("render_processes", value=0)])
