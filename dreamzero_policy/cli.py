@@ -4,8 +4,9 @@ One entry point with sub-commands. ``info`` reports what is installed and where,
 when a part the nodes need is missing, so it doubles as an installation check on a new machine.
 ``bringup`` and ``demo`` run the node graph, ``collect`` records scripted demonstrations in the
 simulation; ``record``, ``replay``, ``eval-bag`` and ``dataset`` work with bags
-(:mod:`dreamzero_policy.bags`). ``serve`` and ``bench`` of the design are not built yet (benchmarks
-are scripts under ``bench/``).
+(:mod:`dreamzero_policy.bags`). ``train`` hands its arguments to :mod:`dreamzero_model.training.cli`
+(ROS-free, also ``python -m dreamzero_model.training`` and under ``torchrun``). ``serve`` and ``bench`` of
+the design are not built yet (benchmarks are scripts under ``bench/``).
 """
 from __future__ import annotations
 
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--params-file", default="", help="control_mux parameters (default launch/params/droid.yaml)")
     collect.set_defaults(func=run_collect)
     _add_bag_commands(commands)
+    # Options live in dreamzero_model.training.cli (imported only when training: it loads torch); see main().
+    train = commands.add_parser("train", add_help=False, help="train DreamZero on a LeRobot dataset, one process or "
+                                "under torchrun ('dreamzero train --help' lists the options)")
+    train.set_defaults(func=lambda args: main(["train"]))
     return parser
 
 
@@ -282,6 +287,11 @@ def _add_bag_commands(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dreamzero`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from dreamzero_model.training.cli import main as train
+
+        return train(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
