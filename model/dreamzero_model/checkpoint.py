@@ -14,13 +14,16 @@ Imports torch, safetensors, tqdm.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
@@ -203,3 +206,50 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], checkpoint_dir: str | P
     index = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
     return paths
+
+
+FINGERPRINT_SAMPLES = 16  # evenly spaced reads per weight file
+FINGERPRINT_BYTES = 1 << 16
+CONF_FILE = Path("experiment_cfg") / "conf.yaml"
+
+
+def weights_fingerprint(checkpoint_dir: str | Path) -> str:
+    """A cheap identity of a checkpoint's weights: names and sizes of its files and sampled bytes of each."""
+    digest = hashlib.sha256()
+    for path in sorted(set(weight_files(checkpoint_dir).values())):
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with path.open("rb") as handle:
+            for position in np.linspace(0, max(0, size - FINGERPRINT_BYTES), FINGERPRINT_SAMPLES).astype(np.int64):
+                handle.seek(int(position))
+                digest.update(handle.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
+def lora_base(lora_dir: str | Path, base_checkpoint: str | Path | None = None) -> Path:
+    """The full checkpoint a LoRA-only checkpoint applies to: ``base_checkpoint``, else the one its
+    ``experiment_cfg/conf.yaml`` records (``base_checkpoint``, as ``dreamzero train`` writes it), checked
+    against the recorded ``base_checkpoint_fingerprint`` when there is one (facts §5.4: never raw Wan2.1).
+
+    Raises:
+        CheckpointError: no base given or recorded, the base is not a checkpoint, or its weights differ
+            from the ones the LoRA was trained on.
+    """
+    folder = Path(lora_dir)
+    try:
+        conf = yaml.safe_load((folder / CONF_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        conf = {}
+    recorded = conf.get("base_checkpoint") if isinstance(conf, dict) else None
+    if base_checkpoint is None and not recorded:
+        raise CheckpointError(f"{folder}: holds LoRA weights only and records no base; pass the full checkpoint it "
+                              f"was trained on (e.g. DreamZero-AgiBot, not raw Wan2.1; facts §5.4)")
+    base = Path(base_checkpoint if base_checkpoint is not None else recorded)
+    if not (base / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{folder}: holds LoRA weights only; its base {base} is not a checkpoint "
+                              f"(no {CONFIG_FILE})")
+    fingerprint = conf.get("base_checkpoint_fingerprint") if isinstance(conf, dict) else None
+    if fingerprint and weights_fingerprint(base) != fingerprint:
+        raise CheckpointError(f"{folder}: was trained on a base with other weights than {base} (fingerprint "
+                              f"differs); pass the checkpoint it was trained on")
+    return base

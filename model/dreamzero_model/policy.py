@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from dreamzero_model.checkpoint import (CONFIG_FILE, is_lora_checkpoint, load_checkpoint_weights, load_into,
-                                        merged_lora_tensors, read_config, save_weights, weight_files)
+                                        lora_base, merged_lora_tensors, read_config, save_weights, weight_files)
 from dreamzero_model.config import SamplerConfig
 from dreamzero_model.errors import CheckpointError
 from dreamzero_model.full_model import VLA, FullModelConfig, build_full_model, get_full_config
@@ -117,7 +117,8 @@ class WamPolicy:
                 ``metadata.json`` holds one embodiment.
             dtype: default bfloat16 on CUDA, float32 elsewhere.
             base_checkpoint: for LoRA-only checkpoints, the full checkpoint the LoRA was trained on
-                (e.g. DreamZero-AgiBot, facts §5.4).
+                (e.g. DreamZero-AgiBot, facts §5.4); default: the one its conf.yaml records (``dreamzero train``),
+                checked against the recorded fingerprint.
             tokenizer_path: local umT5 tokenizer directory; default ``tokenizer_path`` of conf.yaml
                 (relative paths are relative to the checkpoint) or ``<path>/tokenizer``.
 
@@ -134,11 +135,8 @@ class WamPolicy:
         model = build_full_model(full, device="meta", dtype=dtype)
         names = list(weight_files(folder))
         if is_lora_checkpoint(names) or metadata.save_lora_only:
-            if base_checkpoint is None:
-                raise CheckpointError(f"{folder}: holds LoRA weights only; pass base_checkpoint= the full checkpoint "
-                                      f"it was trained on (e.g. DreamZero-AgiBot, not raw Wan2.1; facts §5.4)")
-            load_into(model, merged_lora_tensors(folder, base_checkpoint, device, dtype, progress=progress),
-                      f"{folder} + {base_checkpoint}")
+            base = lora_base(folder, base_checkpoint)
+            load_into(model, merged_lora_tensors(folder, base, device, dtype, progress=progress), f"{folder} + {base}")
         else:
             load_checkpoint_weights(model, folder, device, dtype, progress=progress)
         tokenizer = PromptTokenizer.from_pretrained(cls._tokenizer_dir(folder, metadata, tokenizer_path))

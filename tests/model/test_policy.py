@@ -104,7 +104,7 @@ def test_lora_only_checkpoint_needs_its_base(tmp_path: Path, saved) -> None:
     save_weights({"action_head.model.base_model.model.blocks.0.self_attn.q.lora_A.default.weight": torch.zeros(4, 64),
                   "action_head.model.base_model.model.blocks.0.self_attn.q.lora_B.default.weight": torch.ones(64, 4)},
                  folder)
-    with pytest.raises(CheckpointError, match="LoRA weights only; pass base_checkpoint="):
+    with pytest.raises(CheckpointError, match="LoRA weights only and records no base; pass the full checkpoint"):
         WamPolicy.from_pretrained(folder, "oxe_droid", progress=False)
     merged = WamPolicy.from_pretrained(folder, "oxe_droid", base_checkpoint=base, progress=False)
     assert torch.equal(merged.model.action_head.model.blocks[0].self_attn.q.weight,

@@ -194,11 +194,11 @@ def test_lora_trains_only_the_adapters_and_heads_and_merges_back(lora_run) -> No
     assert q.lora_B["default"].weight.abs().max() > 0, "LoRA B did not move"
     assert not torch.equal(dit.action_decoder.layer2.W, base_tensors["action_head.model.action_decoder.layer2.W"])
 
-    merged = WamPolicy.from_pretrained(output, base_checkpoint=base, progress=False)
+    merged = WamPolicy.from_pretrained(output, progress=False)  # onto the base its conf.yaml records
     expected = q.base_layer.weight + q.lora_B["default"].weight @ q.lora_A["default"].weight  # alpha = rank: scale 1
     got = merged.model.action_head.model.blocks[0].self_attn.q.weight
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
-    standalone = WamPolicy.from_pretrained(output / MERGED_DIR, progress=False)  # what the policy node loads
+    standalone = WamPolicy.from_pretrained(output / MERGED_DIR, progress=False)  # the same, as one full checkpoint
     for name, tensor in merged.model.state_dict().items():
         assert torch.equal(tensor, standalone.model.state_dict()[name]), name
 

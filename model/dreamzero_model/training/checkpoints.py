@@ -21,7 +21,6 @@ trainer's). Imports torch, safetensors (through :mod:`dreamzero_model.checkpoint
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -37,7 +36,6 @@ import torch
 from torch import nn
 
 from dreamzero_model.checkpoint import CONFIG_FILE, PEFT_PREFIX, PLAIN_DIT_PREFIX, merged_lora_tensors, save_weights
-from dreamzero_model.checkpoint import weight_files
 from dreamzero_model.metadata import EmbodimentMetadata, write_embodiment_metadata
 from dreamzero_model.policy import OUR_CONFIG_KEY, TOKENIZER_DIR, WamPolicy
 from dreamzero_model.training.distributed import ProcessInfo, barrier
@@ -46,8 +44,6 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_DIR = "training_state"
 TRAINER_STATE = "trainer_state.json"
 MERGED_DIR = "merged"
-FINGERPRINT_SAMPLES = 16  # evenly spaced reads per weight file
-FINGERPRINT_BYTES = 1 << 16
 
 
 def checkpoint_dir(output: Path, step: int) -> Path:
@@ -63,19 +59,6 @@ def list_checkpoints(output: Path) -> list[tuple[int, Path]]:
             if match and (path / STATE_DIR / TRAINER_STATE).is_file():
                 found.append((int(match[1]), path))
     return sorted(found)
-
-
-def weights_fingerprint(checkpoint: Path) -> str:
-    """A cheap identity of a checkpoint's weights: names and sizes of its files and sampled bytes of each."""
-    digest = hashlib.sha256()
-    for path in sorted(set(weight_files(checkpoint).values())):
-        size = path.stat().st_size
-        digest.update(f"{path.name}:{size}".encode())
-        with path.open("rb") as handle:
-            for position in np.linspace(0, max(0, size - FINGERPRINT_BYTES), FINGERPRINT_SAMPLES).astype(np.int64):
-                handle.seek(int(position))
-                digest.update(handle.read(FINGERPRINT_BYTES))
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ servable

@@ -6,7 +6,7 @@ schedule with 5% warmup, gradient clipping at 1.0, LoRA rank 4). :func:`prepare`
 them in seconds: the embodiment, the dataset's files and layout, the init checkpoint, its dims and
 (for a LoRA-only checkpoint) its base, the output folder and, when resuming, that the run's settings
 are unchanged. Every problem raises :class:`TrainingInputError` with one line naming what to fix;
-``dreamzero train`` prints it and exits with status 2. Imports the standard library, yaml, the
+``dreamzero train`` prints it and exits with status 2. Imports the standard library, the
 embodiment spec and the model's metadata and checkpoint readers.
 """
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from dreamzero_embodiments.spec import EmbodimentSpec, EmbodimentSpecError, embodiment_names, load_embodiment
 from dreamzero_model.errors import CheckpointError
@@ -161,25 +160,12 @@ def _checkpoint_dims(checkpoint: Path, spec: EmbodimentSpec) -> None:
 
 def _lora_base(config: TrainConfig, checkpoint: Path) -> Path:
     """The base a LoRA-only ``checkpoint`` was trained on: --base-checkpoint or the one it records."""
-    from dreamzero_model.training.checkpoints import weights_fingerprint
+    from dreamzero_model.checkpoint import lora_base
 
-    conf_file = checkpoint / "experiment_cfg" / "conf.yaml"
     try:
-        conf = yaml.safe_load(conf_file.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        conf = {}
-    recorded = conf.get("base_checkpoint")
-    base = Path(config.base_checkpoint) if config.base_checkpoint else (Path(recorded) if recorded else None)
-    if base is None:
-        _fail(f"--init {checkpoint} holds LoRA weights only and records no base; pass --base-checkpoint, the full "
-              f"checkpoint it was trained on (not raw Wan2.1, facts §5.4)")
-    if not (base / "config.json").is_file():
-        _fail(f"--init {checkpoint} holds LoRA weights only; its base {base} is not a checkpoint (no config.json)")
-    fingerprint = conf.get("base_checkpoint_fingerprint")
-    if fingerprint and weights_fingerprint(base) != fingerprint:
-        _fail(f"--init {checkpoint} was trained on a base with other weights than {base} (fingerprint differs); "
-              f"pass the checkpoint it was trained on")
-    return base
+        return lora_base(checkpoint, config.base_checkpoint)
+    except CheckpointError as error:
+        _fail(f"--init {error} (--base-checkpoint)")
 
 
 def _output(config: TrainConfig, plan: RunPlan) -> None:

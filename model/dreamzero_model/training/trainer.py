@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dreamzero_model.checkpoint import iter_tensors, load_into, save_weights, weight_files
+from dreamzero_model.checkpoint import iter_tensors, load_into, save_weights, weight_files, weights_fingerprint
 from dreamzero_model.loss import LossConfig
 from dreamzero_model.training import checkpoints
 from dreamzero_model.training.config import RunPlan, TrainConfig
@@ -269,7 +269,7 @@ class Trainer:
                                                              "batch_size", "lr", "flash", "lora_rank", "seed")}}
         if self.lora and plan.base_checkpoint is not None:
             conf["base_checkpoint"] = str(plan.base_checkpoint.resolve())
-            conf["base_checkpoint_fingerprint"] = checkpoints.weights_fingerprint(plan.base_checkpoint)
+            conf["base_checkpoint_fingerprint"] = weights_fingerprint(plan.base_checkpoint)
         if config.mode == "lora":
             conf["lora_rank"], conf["lora_alpha"] = config.lora_rank, config.lora_rank
         return conf
