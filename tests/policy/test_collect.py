@@ -1,5 +1,6 @@
 """``dreamzero collect`` in-process: two short touch episodes through the graph (demonstrator -> teleop/<group>
--> control_mux -> sim_droid), one bag and one metadata.json per episode.
+-> control_mux -> sim_droid), one bag and one metadata.json per episode, which ``dreamzero dataset`` then
+turns into a training dataset as they are (the first half of issue 15's chain).
 
 The graph runs in this process (console scripts would run the installed copy of the package). Cameras
 at 5 Hz in one render process, so it fits the 2-core CI machine; about 30-60 s there, most of it
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
@@ -19,6 +21,7 @@ from std_msgs.msg import Float64MultiArray
 
 from dreamzero_embodiments.sim.tasks import find_task
 from dreamzero_embodiments.spec import load_embodiment
+from dreamzero_policy.bags.dataset import DatasetOptions, convert_bags
 from dreamzero_policy.bags.record import receive_stamp_ns
 from dreamzero_policy.cli import build_parser, main
 from dreamzero_policy.collect import TICK_RATE_HZ, CollectOptions, demonstration_limits, recorded_topics, run_collect
@@ -82,6 +85,18 @@ def test_collect_writes_a_successful_bag_and_metadata_per_episode(ros_context, t
         assert np.ptp(arm, axis=0).max() > 0.3  # the arm moved
         assert gripper.max() == pytest.approx(limits.upper[7], abs=0.01)  # closed for the touch
         assert np.abs(states[-1].position[7] - gripper[-1, 0]) < 0.05
+
+    # the collected bags are a training dataset as they are (issue 15's chain: collect -> dataset)
+    summary = convert_bags([tmp_path / "demos" / f"episode_{i:04d}" / "bag" for i in range(2)], tmp_path / "dataset",
+                           SPEC, DatasetOptions(namespace=unique_name, progress=False))
+    episodes = [json.loads(line) for line in (tmp_path / "dataset" / "meta" / "episodes.jsonl").read_text().splitlines()]
+    assert summary["episodes"] == 2 and not summary["skipped"]
+    assert [e["tasks"] for e in episodes] == [[t.instruction] for t in tasks]  # from each episode's metadata.json
+    for episode in episodes:  # rows at the action rate over the recorded span
+        data = pq.read_table(tmp_path / "dataset" / "data" / "chunk-000" /
+                             f"episode_{episode['episode_index']:06d}.parquet")
+        assert data.num_rows == episode["length"] >= SPEC.timing.horizon + 1
+        np.testing.assert_allclose(np.diff(data.column("timestamp").to_numpy()), SPEC.timing.dt, atol=1e-4)
 
 
 def test_collect_command_line_parses_and_rejects_an_unknown_task(tmp_path: Path, capsys) -> None:
