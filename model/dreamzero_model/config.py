@@ -170,6 +170,14 @@ _PRESETS: dict[str, DiTConfig] = {
         out_dim=16, text_dim=32, text_len=16, clip_dim=32, num_image_tokens=5, freq_dim=32,
         hidden_size=64, latent_height=4, latent_width=8,
     ),
+    # The tiny model trained on the simulated DROID tasks (issue 16, checkpoints/droid_sim_tiny): the tiny DiT
+    # with a 64x128 mosaic (8x16 latents: a cube spans a few pixels of a view), prompts long enough for the
+    # DROID template and the instruction (the byte tokenizer: up to ~70 tokens), and a third block.
+    "tiny_sim": DiTConfig(
+        name="tiny_sim", model_type="i2v", dim=64, num_layers=3, num_heads=2, ffn_dim=128, in_dim=36,
+        out_dim=16, text_dim=32, text_len=80, clip_dim=32, num_image_tokens=5, freq_dim=32,
+        hidden_size=64, latent_height=8, latent_width=16,
+    ),
     # Wan2.1-I2V-14B + DreamZero heads (facts §2.1; manifest dreamzero_14b_dit.json).
     "dreamzero_14b": DiTConfig(
         name="dreamzero_14b", model_type="i2v", dim=5120, num_layers=40, num_heads=40, ffn_dim=13824,

@@ -4,7 +4,8 @@
 checkpoint's: ``action_head.model.*`` (DiT), ``action_head.text_encoder.*`` (umT5),
 ``action_head.image_encoder.model.*`` (CLIP vision tower) and ``action_head.vae.model.*`` (Wan VAE);
 the identity backbone has no tensors. Presets pair a DiT with its encoders: ``tiny`` (CPU tests and
-the demo), ``dreamzero_14b`` (Wan2.1-I2V-14B, umT5-XXL, ViT-H/14, Wan2.1 VAE) and ``dreamzero_5b``
+the random demo model), ``tiny_sim`` (a 64x128 mosaic, trained on the simulated DROID tasks),
+``dreamzero_14b`` (Wan2.1-I2V-14B, umT5-XXL, ViT-H/14, Wan2.1 VAE) and ``dreamzero_5b``
 (Wan2.2-TI2V-5B with the Wan2.2 VAE, facts §7). Imports torch only (and the component modules).
 """
 from __future__ import annotations
@@ -66,6 +67,7 @@ class FullModelConfig:
 
 _PRESETS = {
     "tiny": ("tiny", "tiny", "tiny", "tiny"),
+    "tiny_sim": ("tiny_sim", "tiny_sim", "tiny", "tiny_sim"),
     "dreamzero_14b": ("dreamzero_14b", "umt5_xxl", "vit_h14", "wan21"),
     "dreamzero_5b": ("dreamzero_5b", "umt5_xxl", "vit_h14", "wan22"),
 }

@@ -87,6 +87,9 @@ _PRESETS: dict[str, TextEncoderConfig] = {
     # CPU tests: the same structure, sized to the DiT's tiny preset (text_dim 32, text_len 16).
     "tiny": TextEncoderConfig(name="tiny", vocab=512, dim=32, dim_attn=32, dim_ffn=64, num_heads=2,
                               num_layers=2, max_length=16),
+    # The tiny encoder with room for the DROID template and an instruction (DiT "tiny_sim": text_len 80).
+    "tiny_sim": TextEncoderConfig(name="tiny_sim", vocab=512, dim=32, dim_attn=32, dim_ffn=64, num_heads=2,
+                                  num_layers=2, max_length=80),
     # umT5-XXL encoder (facts §2.1; manifest umt5_xxl_encoder.json, 5,680,910,336 params).
     "umt5_xxl": TextEncoderConfig(name="umt5_xxl", vocab=256384, dim=4096, dim_attn=4096, dim_ffn=10240,
                                   num_heads=64, num_layers=24),

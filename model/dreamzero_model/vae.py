@@ -159,6 +159,8 @@ _PRESETS: dict[str, VAEConfig] = {
     ),
     # CPU tests: the Wan2.1 structure and statistics (z 16, 8x spatial, 4x causal temporal), width 8.
     "tiny": VAEConfig(name="tiny", dim=8),
+    # Half the width and one residual block per stage: about 3x cheaper on a CPU at 64x128 mosaics (issue 16).
+    "tiny_sim": VAEConfig(name="tiny_sim", dim=4, num_res_blocks=1),
 }
 
 

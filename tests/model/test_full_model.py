@@ -41,3 +41,19 @@ def test_mismatched_components_are_rejected() -> None:
     config = get_full_config("tiny")
     with pytest.raises(ValueError, match="text encoder"):
         replace(config, text_encoder=get_text_encoder_config("tiny", dim=48, dim_attn=48))
+
+
+def test_the_tiny_sim_preset_reads_the_whole_droid_instruction() -> None:
+    """tiny_sim (the model trained on the simulated tasks): 64x128 mosaics, and prompts long enough that the
+    instruction survives the DROID template (the byte tokenizer makes a token of every byte, facts §1.11), so the
+    object's colour reaches the model."""
+    from dreamzero_model.prompts import format_prompt
+    from dreamzero_model.tiny_tokenizer import build_tiny_tokenizer
+
+    config = get_full_config("tiny_sim")
+    assert config.mosaic_size == (64, 128)
+    tokenizer = build_tiny_tokenizer()
+    for instruction in ("Touch the red cube.", "Touch the blue cube.", "Put the blue cube in the tray."):
+        ids, mask = tokenizer([format_prompt("oxe_droid", instruction)], max_length=config.dit.text_len)
+        text = tokenizer.tokenizer.decode(ids[0][mask[0].bool()].tolist(), skip_special_tokens=True)
+        assert f"a robot {instruction.lower()}" in text, text

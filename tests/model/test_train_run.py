@@ -175,6 +175,55 @@ def test_resume_after_a_kill_continues_the_exact_loss_sequence(tiny_run, dataset
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_cached_encodings_give_the_exact_losses_and_spare_the_frames(tiny_run, dataset, tmp_path, monkeypatch) -> None:
+    """--cache-encodings (not a resume setting: it changes no number): a run resumed at step 6 that encodes each clip
+    on its first draw repeats the reference curve exactly; a second one, given those files, does too without
+    decoding a single frame."""
+    from dreamzero_model.training.lerobot import LeRobotDataset
+    from dreamzero_model.training.trainer import ENCODINGS_DIR
+
+    _, _, reference = tiny_run
+
+    def curve(folder: Path) -> list[tuple]:
+        return [(m["step"], m.get("loss"), m.get("grad_norm"), m.get("val_loss")) for m in MetricsLog(folder, True).read()]
+
+    def resume_with_cache(folder: Path) -> list[tuple]:
+        shutil.copytree(reference / "vae_stage", folder / "vae_stage")
+        shutil.copytree(reference / "checkpoint-6", folder / "checkpoint-6")
+        lines = [line for line in MetricsLog(reference, True).read() if line["step"] < 6]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        _trainer(_config(dataset, folder, resume=True, cache_encodings=True)).train()
+        return curve(folder)
+
+    first = tmp_path / "first"
+    assert resume_with_cache(first) == curve(reference)
+    files = sorted((first / ENCODINGS_DIR).rglob("*.safetensors"))
+    assert files and set(load_file(files[0])) == {"latents", "image", "y"}
+
+    second = tmp_path / "second"
+    shutil.copytree(first / ENCODINGS_DIR, second / ENCODINGS_DIR)
+
+    def no_frames(*args, **kwargs):
+        raise AssertionError("the frames of a cached clip were decoded")
+
+    monkeypatch.setattr(LeRobotDataset, "read_frames", no_frames)
+    assert resume_with_cache(second) == curve(reference)
+
+
+def test_an_encoding_cache_of_other_encoders_is_refused(tmp_path) -> None:
+    from dreamzero_model.training.encodings import EncodingCache, EncodingCacheError
+
+    EncodingCache(tmp_path, "a" * 64)
+    EncodingCache(tmp_path, "a" * 64)  # the same encoders: reused
+    with pytest.raises(EncodingCacheError, match="other encoder weights"):
+        EncodingCache(tmp_path, "b" * 64)
+
+
+def test_cached_encodings_need_no_augmentation(dataset, tmp_path, capsys) -> None:
+    status, line = _exit_line(capsys, [str(dataset), "--output", str(tmp_path / "run"), "--cache-encodings"])
+    assert status == 2 and "--cache-encodings needs --no-augment" in line
+
+
 def test_lora_trains_only_the_adapters_and_heads_and_merges_back(lora_run) -> None:
     trainer, base, output = lora_run
     tensors = load_file(output / "model.safetensors")

@@ -110,3 +110,11 @@ def test_many_random_episodes_match_the_reference_reading() -> None:
 def test_max_chunks_bounds_the_context() -> None:
     clip = clip_for_start(100, 400, None, SamplingConfig(max_chunks=2))
     assert clip.anchors.tolist() == [76, 100]
+
+
+def test_a_start_stride_keeps_every_nth_start() -> None:
+    """--start-stride 3: starts 0, 3, 6, ... (fewer distinct clips for a run that caches its encodings)."""
+    assert list(start_steps(30, SamplingConfig(start_stride=3))) == [0, 3, 6]
+    assert list(start_steps(30)) == list(range(7))
+    with pytest.raises(ValueError):
+        SamplingConfig(start_stride=0)

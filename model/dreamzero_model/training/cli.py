@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="run folder: checkpoints, metrics, the final model")
     parser.add_argument("--embodiment", default=None, help="droid, agibot_g1, yam or a YAML (default: the dataset's)")
     model = parser.add_argument_group("model")
-    model.add_argument("--init", default="tiny", help="'tiny' (every component from scratch) or a checkpoint folder")
+    model.add_argument("--init", default="tiny", help="'tiny' or 'tiny_sim' (every component from scratch, the CPU "
+                       "presets: tiny_sim has a 64x128 mosaic) or a checkpoint folder")
     model.add_argument("--mode", default="full", choices=("full", "lora"), help="train the whole DiT, or LoRA + heads")
     model.add_argument("--base-checkpoint", default=None,
                        help="the full checkpoint a LoRA-only --init was trained on (default: the one it records)")
@@ -55,8 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optimisation.add_argument("--seed", type=int, default=defaults.seed)
     optimisation.add_argument("--no-augment", dest="augment", action="store_false",
                               help="no random crop or colour jitter (the live image path only)")
+    optimisation.add_argument("--start-stride", type=int, default=defaults.start_stride,
+                              help="draw every n-th start step only (1: every step, as the official loader)")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=defaults.workers, help="DataLoader worker processes per rank")
+    run.add_argument("--cache-encodings", action="store_true",
+                     help="with --no-augment: keep each clip's frozen-encoder outputs in OUTPUT/encodings and reuse "
+                          "them (the VAE dominates a CPU step)")
     run.add_argument("--save-every", type=int, default=defaults.save_every, help="checkpoint every N steps")
     run.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, help="0 keeps all")
     run.add_argument("--val-every", type=int, default=defaults.val_every, help="validation every N steps (0: never)")

@@ -22,12 +22,13 @@ from dreamzero_model.errors import CheckpointError
 from dreamzero_model.metadata import load_embodiment_metadata
 from dreamzero_model.training.lerobot import DatasetError, LeRobotDataset
 
+SCRATCH_PRESETS = ("tiny", "tiny_sim")  # --init values that build every component from scratch (full_model presets)
 DEFAULT_LR = {"tiny": 1e-3, "full": 1e-5, "lora": 1e-4}  # tiny: measured on the moving-squares test; facts §6.2
 # Settings a resumed run must share with the run it continues (anything else may change, e.g. workers).
 RESUME_KEYS = ("dataset", "embodiment", "init", "mode", "base_checkpoint", "steps", "batch_size", "micro_batch",
                "lr", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "max_grad_norm",
                "lora_rank", "flash", "augment", "seed", "val_episodes", "val_samples", "vae_steps", "vae_lr",
-               "gradient_checkpointing")
+               "gradient_checkpointing", "start_stride")
 
 
 class TrainingInputError(ValueError):
@@ -58,6 +59,8 @@ class TrainConfig:
     lora_rank: int = 4
     flash: bool = False
     augment: bool = True
+    start_stride: int = 1
+    cache_encodings: bool = False
     workers: int = 2
     seed: int = 42
     save_every: int = 500
@@ -76,7 +79,7 @@ class TrainConfig:
     progress: bool = True
 
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR["tiny" if self.init == "tiny" else self.mode]
+        return self.lr if self.lr is not None else DEFAULT_LR["tiny" if self.init in SCRATCH_PRESETS else self.mode]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +90,8 @@ class RunPlan:
     """What :func:`prepare` resolved.
 
     Attributes:
-        spec: the embodiment. dataset: the opened dataset. init: None for tiny, else the checkpoint.
+        spec: the embodiment. dataset: the opened dataset. init: None for a scratch preset (``tiny``,
+            ``tiny_sim``: the name is ``settings["init"]``), else the checkpoint.
         base_checkpoint: for LoRA runs the full checkpoint the adapters apply to; for a LoRA-only init,
             its base. output: the run folder. resume_from: the checkpoint to resume, if any.
         finished: the output already holds a finished run (nothing to do).
@@ -199,11 +203,14 @@ def prepare(config: TrainConfig, world_size: int = 1) -> RunPlan:
         _fail(f"--mode must be full or lora, got {config.mode!r}")
     if config.parallel not in ("auto", "ddp", "fsdp"):
         _fail(f"--parallel must be auto, ddp or fsdp, got {config.parallel!r}")
-    for name in ("steps", "batch_size", "micro_batch", "save_every", "lora_rank", "val_samples"):
+    for name in ("steps", "batch_size", "micro_batch", "save_every", "lora_rank", "val_samples", "start_stride"):
         if getattr(config, name) < 1:
             _fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.vae_steps < 0:
         _fail(f"--vae-steps must be >= 0, got {config.vae_steps}")
+    if config.cache_encodings and config.augment:
+        _fail("--cache-encodings needs --no-augment: an augmented clip differs on every draw, so nothing could be "
+              "reused")
     if config.batch_size % world_size:
         _fail(f"--batch-size {config.batch_size} (global) is not divisible by {world_size} processes")
     if not (Path(config.dataset) / "meta").is_dir():
@@ -214,13 +221,14 @@ def prepare(config: TrainConfig, world_size: int = 1) -> RunPlan:
     except DatasetError as error:
         _fail(f"dataset: {error}")
     init = base = None
-    if config.init == "tiny":
+    if config.init in SCRATCH_PRESETS:
         if config.mode == "lora":
-            _fail("--mode lora needs --init CHECKPOINT (a trained model to adapt), not tiny")
+            _fail(f"--mode lora needs --init CHECKPOINT (a trained model to adapt), not {config.init}")
     else:
         init = Path(config.init)
         if not (init / "config.json").is_file():
-            _fail(f"--init {init}: not 'tiny' and not a checkpoint directory (no config.json)")
+            _fail(f"--init {init}: not one of {', '.join(SCRATCH_PRESETS)} and not a checkpoint directory "
+                  f"(no config.json)")
         _checkpoint_dims(init, spec)
         from dreamzero_model.training.model_setup import is_lora_only
 
@@ -241,7 +249,7 @@ def prepare(config: TrainConfig, world_size: int = 1) -> RunPlan:
     if not 0 <= validation < episodes:
         _fail(f"--val-episodes {validation}: the dataset has {episodes} episodes and at least one must train")
     settings = {**config.to_dict(), "dataset": str(Path(config.dataset).resolve()), "embodiment": spec.name,
-                "init": "tiny" if init is None else str(init.resolve()),
+                "init": config.init if init is None else str(init.resolve()),
                 "base_checkpoint": None if base is None else str(base.resolve()),
                 "lr": config.learning_rate(), "val_episodes": validation}
     plan = RunPlan(spec=spec, dataset=dataset, init=init, base_checkpoint=base, output=Path(config.output),

@@ -7,7 +7,8 @@ instruction (one of the annotation columns at random, as DROID's three instructi
 and the augmentation. So a run that resumes at step s reads exactly the samples it would have read,
 on any number of processes and DataLoader workers, without saving any data-loader state.
 
-Per sample (facts §1.8-1.10): the clip's frames through the live image path (:mod:`.images`); per
+Per sample (facts §1.8-1.10): the clip's frames through the live image path (:mod:`.images`), unless
+the run's encoding cache (:mod:`.encodings`, ``encoded``) already holds the clip's encodings; per
 chunk the state at its anchor and the 24 actions after it; relative action keys minus the same key's
 state at the chunk's anchor; q99 normalisation with the dataset statistics (those written to the
 checkpoint); zero padding to the model's 64 state / 32 action dims with masks of the real ones.
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from dreamzero_model.metadata import EmbodimentMetadata, KeyLayout
+from dreamzero_model.training.encodings import EncodingCache
 from dreamzero_model.training.images import Augmentation, clip_mosaics
 from dreamzero_model.training.lerobot import EpisodeData, LeRobotDataset
 from dreamzero_model.training.sampling import Clip, SamplingConfig, clip_for_start, start_steps
@@ -59,7 +61,8 @@ class Sample:
 
     Attributes:
         index: position in its stream. episode: episode index. anchors: int64[K] chunk start rows.
-        video: uint8[T, h, w, 3] mosaics. state: float32[K, Sp] normalised, zero-padded.
+        video: uint8[T, h, w, 3] mosaics, or None when the stream's encoding cache holds the clip's encodings.
+        state: float32[K, Sp] normalised, zero-padded.
         actions: float32[24K, Ap] normalised (relative keys relative to each chunk's anchor state).
         state_mask: float32[Sp], action_mask: float32[Ap]: 1 on real dimensions. instruction: text.
     """
@@ -67,7 +70,7 @@ class Sample:
     index: int
     episode: int
     anchors: np.ndarray
-    video: np.ndarray
+    video: np.ndarray | None
     state: np.ndarray
     actions: np.ndarray
     state_mask: np.ndarray
@@ -83,6 +86,7 @@ class SampleStream(torch.utils.data.Dataset):
     """Map-style dataset: sample index -> :class:`Sample` of one stream over a set of episodes.
 
     Indexing is unbounded (any non-negative int); a sampler decides which indices a process reads.
+    ``encoded``: the run's encoding cache once the encoders are final (the trainer sets it), or None.
     """
 
     def __init__(self, dataset: LeRobotDataset, metadata: EmbodimentMetadata, episodes: list[int], stream: int,
@@ -95,6 +99,7 @@ class SampleStream(torch.utils.data.Dataset):
             raise ValueError(f"state {metadata.state_dim} / action {metadata.action_dim} dims exceed the model's "
                              f"{self.state_width} / {self.action_width}")
         self._cache: OrderedDict[int, EpisodeData] = OrderedDict()
+        self.encoded: EncodingCache | None = None
         self.starts = self._usable_starts()
         if not len(self.starts):
             raise ValueError(f"{dataset.root}: no episode among {len(self.episodes)} has a start step with a full "
@@ -158,10 +163,12 @@ class SampleStream(torch.utils.data.Dataset):
         data = self._episode(episode)
         candidates = data.instructions
         instruction = candidates[int(rng.integers(len(candidates)))][int(clip.anchors[0])]
-        frames = {c.key: self.dataset.read_frames(episode, c.key, data.timestamps[clip.frame_steps])
-                  for c in self.dataset.spec.cameras}
-        video = clip_mosaics(frames, self.dataset.spec, self.mosaic_size, self.augmentation,
-                             rng if self.augmentation is not None else None)
+        video = None
+        if self.encoded is None or not self.encoded.has(episode, int(clip.anchors[0]), clip.num_chunks):
+            frames = {c.key: self.dataset.read_frames(episode, c.key, data.timestamps[clip.frame_steps])
+                      for c in self.dataset.spec.cameras}
+            video = clip_mosaics(frames, self.dataset.spec, self.mosaic_size, self.augmentation,
+                                 rng if self.augmentation is not None else None)
         state, actions = self._vectors(data, clip)
         state_mask = np.zeros(self.state_width, np.float32)
         state_mask[:self.metadata.state_dim] = 1.0

@@ -43,6 +43,7 @@ from dreamzero_model.policy import WamPolicy
 from dreamzero_model.prompts import format_prompt
 from dreamzero_model.text_encoder import PromptTokenizer
 from dreamzero_model.training.data import Sample
+from dreamzero_model.training.encodings import EncodingCache
 
 LORA_TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")  # facts §6.2
 HEAD_MODULES = ("state_encoder", "action_encoder", "action_decoder")  # fully trained in LoRA mode (facts §6.2)
@@ -88,12 +89,13 @@ def is_lora_only(checkpoint: Path) -> bool:
     return is_lora_checkpoint(list(weight_files(checkpoint)))
 
 
-def build_tiny(metadata: EmbodimentMetadata, seed: int) -> LoadedModel:
-    """Every component of the tiny preset from scratch (seeded) and the local tokenizer."""
+def build_tiny(metadata: EmbodimentMetadata, seed: int, preset: str = "tiny") -> LoadedModel:
+    """Every component of a small full-model preset (``tiny``, ``tiny_sim``) from scratch (seeded) and the local
+    byte-level tokenizer."""
     from dreamzero_model.tiny_tokenizer import build_tiny_tokenizer
 
     torch.manual_seed(seed)
-    return LoadedModel(WamPolicy(build_full_model("tiny"), metadata, build_tiny_tokenizer(), decode_video=False), None)
+    return LoadedModel(WamPolicy(build_full_model(preset), metadata, build_tiny_tokenizer(), decode_video=False), None)
 
 
 def load_pretrained(checkpoint: Path, tag: str, metadata: EmbodimentMetadata, device: torch.device,
@@ -218,22 +220,47 @@ class Conditioner:
         return (video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0).to(self.dtype)
 
     @torch.no_grad()
-    def batch(self, samples: list[Sample]) -> TrainingBatch:
-        """Samples of one chunk count -> the loss inputs (frozen encoders under no_grad)."""
+    def encode(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Clips float[B, 3, T, h, w] -> ``latents`` float32[B, z, F, h', w'], ``image`` (CLIP features of the
+        first frame) and, for i2v models, ``y`` (:func:`conditioning`)."""
+        head = self.policy.model.action_head
+        latents = head.vae.encode(video)
+        first = video[:, :, :1]
+        encoded = {"latents": latents.float(), "image": head.image_encoder.encode(first[:, :, 0]).float()}
+        y = conditioning(self.policy, first, latents.shape[2])
+        if y is not None:
+            encoded["y"] = y
+        return encoded
+
+    def _cached(self, sample: Sample, cache: EncodingCache) -> dict[str, torch.Tensor]:
+        """One clip's encodings (batch of one) from ``cache``, computed and stored on its first draw."""
+        key = (sample.episode, int(sample.anchors[0]), sample.num_chunks)
+        if cache.has(*key):
+            return {name: tensor[None].to(self.device) for name, tensor in cache.load(*key).items()}
+        if sample.video is None:
+            raise RuntimeError(f"clip {key} came without frames but {cache.path(*key)} is missing")
+        encoded = self.encode(self.video([sample]))
+        cache.save(*key, {name: tensor[0] for name, tensor in encoded.items()})
+        return encoded
+
+    @torch.no_grad()
+    def batch(self, samples: list[Sample], cache: EncodingCache | None = None) -> TrainingBatch:
+        """Samples of one chunk count -> the loss inputs (frozen encoders under no_grad); with ``cache`` each
+        clip's encodings come from it (:mod:`~dreamzero_model.training.encodings`)."""
         if len({s.num_chunks for s in samples}) != 1:
             raise ValueError("a micro-batch must hold samples of one chunk count")
-        head = self.policy.model.action_head
-        video = self.video(samples)
-        latents = head.vae.encode(video)  # B, z, F, h', w'
-        first = video[:, :, :1]
-        image = head.image_encoder.encode(first[:, :, 0]).float()
-        y = conditioning(self.policy, first, latents.shape[2])
+        if cache is None:
+            encoded = self.encode(self.video(samples))
+        else:
+            parts = [self._cached(sample, cache) for sample in samples]
+            encoded = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
         def stacked(name: str) -> torch.Tensor:
             return torch.from_numpy(np.stack([getattr(s, name) for s in samples])).to(self.device)
 
-        return TrainingBatch(latents=latents.float(), actions=stacked("actions"), action_mask=stacked("action_mask"),
-                             state=stacked("state"), text=self.text([s.instruction for s in samples]), image=image, y=y)
+        return TrainingBatch(latents=encoded["latents"], actions=stacked("actions"), action_mask=stacked("action_mask"),
+                             state=stacked("state"), text=self.text([s.instruction for s in samples]),
+                             image=encoded["image"], y=encoded.get("y"))
 
 
 @torch.no_grad()

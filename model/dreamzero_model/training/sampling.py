@@ -3,7 +3,9 @@
 Rules, as the official DROID-style dataset applies them (facts §1.8; training-serving-facts §2.5, §7):
 
 * Start steps: every step s with s <= L - horizon of an episode of L steps, drawn uniformly over the
-  whole dataset; a start that yields no complete chunk is skipped.
+  whole dataset; a start that yields no complete chunk is skipped. ``start_stride`` > 1 (not official)
+  keeps every n-th start only: fewer distinct clips, so a run that caches its encodings
+  (``dreamzero train --cache-encodings``) encodes each of them once and then reuses it.
 * Anchors: from s, candidates are tried outward, alternately backwards (s - 24k) and forwards
   (s + 24k), k = 1, 2, ..., after s itself. A direction stops for good at the first candidate
   outside the episode or whose language annotation differs from the one at s. A candidate is kept
@@ -33,15 +35,17 @@ class SamplingConfig:
 
     Attributes:
         horizon: action steps per chunk (24). frame_stride: steps between video frames (3).
-        max_chunks: chunks per sample, the KV context (4).
+        max_chunks: chunks per sample, the KV context (4). start_stride: steps between start steps
+        (1, official: every step).
     """
 
     horizon: int = 24
     frame_stride: int = 3
     max_chunks: int = 4
+    start_stride: int = 1
 
     def __post_init__(self) -> None:
-        if self.horizon < 1 or self.frame_stride < 1 or self.max_chunks < 1:
+        if min(self.horizon, self.frame_stride, self.max_chunks, self.start_stride) < 1:
             raise ValueError(f"horizon, frame_stride and max_chunks must be >= 1, got {self}")
         if self.horizon % self.frame_stride:
             raise ValueError(f"horizon {self.horizon} is not a multiple of frame_stride {self.frame_stride}")
@@ -72,8 +76,8 @@ class Clip:
 
 
 def start_steps(length: int, config: SamplingConfig = SamplingConfig()) -> range:
-    """Start steps of an episode of ``length`` steps: 0 .. L - horizon (may be empty)."""
-    return range(0, max(0, length - config.horizon + 1))
+    """Start steps of an episode of ``length`` steps: 0 .. L - horizon every ``start_stride`` (may be empty)."""
+    return range(0, max(0, length - config.horizon + 1), config.start_stride)
 
 
 def chunk_anchors(start: int, length: int, language: Sequence | np.ndarray | None = None,

@@ -36,6 +36,7 @@ from dreamzero_model.training import checkpoints
 from dreamzero_model.training.config import RunPlan, TrainConfig
 from dreamzero_model.training.data import (TRAIN_STREAM, VAE_STREAM, VALIDATION_STREAM, Augmentation, Sample,
                                            SampleStream, StepSampler, dataset_metadata, make_loader, split_episodes)
+from dreamzero_model.training.encodings import EncodingCache, encoder_fingerprint
 from dreamzero_model.training.distributed import (ProcessInfo, barrier, choose_parallel, grad_norm_value,
                                                   gradient_sync, sum_over_ranks, wrap)
 from dreamzero_model.training.metrics import MetricsLog
@@ -45,6 +46,7 @@ from dreamzero_model.training.sampling import SamplingConfig
 from dreamzero_model.training.vae_stage import train_vae
 
 VAE_STAGE_DIR = "vae_stage"
+ENCODINGS_DIR = "encodings"  # --cache-encodings
 SUMMARY_FILE = "train_summary.json"
 
 
@@ -94,7 +96,8 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else nullcontext())
         spec = plan.spec
-        self.sampling = SamplingConfig(horizon=spec.timing.horizon, frame_stride=spec.timing.frame_stride)
+        self.sampling = SamplingConfig(horizon=spec.timing.horizon, frame_stride=spec.timing.frame_stride,
+                                       start_stride=config.start_stride)
         self.lora = config.mode == "lora"
 
     # -------------------------------------------------------------------------------------- setup
@@ -103,7 +106,7 @@ class Trainer:
         self.metadata = dataset_metadata(plan.dataset, self.sampling)
         cuda = self.device.type == "cuda"
         if plan.init is None:
-            loaded = build_tiny(self.metadata, config.seed)
+            loaded = build_tiny(self.metadata, config.seed, config.init)
         else:  # on the CPU first: under FSDP the DiT reaches the GPUs only as shards
             loaded = load_pretrained(plan.init, plan.spec.embodiment_tag, self.metadata, torch.device("cpu"),
                                      torch.bfloat16 if cuda else torch.float32,
@@ -133,6 +136,12 @@ class Trainer:
         if cuda:  # frozen encoders in bf16 (facts §6.2)
             for encoder in (head.text_encoder, head.image_encoder, head.vae):
                 encoder.to(torch.bfloat16)
+        self.encodings = None
+        if config.cache_encodings:  # the encoders are final now
+            self.encodings = EncodingCache(self.output / ENCODINGS_DIR, encoder_fingerprint(head.vae, head.image_encoder))
+            for stream in (self.train_stream, self.val_stream):
+                if stream is not None:
+                    stream.encoded = self.encodings
         if self.lora:
             inject_lora(loaded.dit, config.lora_rank)
         trainable = set_trainable(loaded.model, config.mode)
@@ -213,7 +222,7 @@ class Trainer:
                 pieces.append(pieces[-1])
                 weights.append(0)
         for position, (piece, weight) in enumerate(zip(pieces, weights)):
-            batch = self.conditioner.batch(piece)
+            batch = self.conditioner.batch(piece, self.encodings)
             generator = torch.Generator().manual_seed(noise_seed(self.config.seed, stream, piece[0].index))
             last = position == len(pieces) - 1
             sync = gradient_sync(self.trained, self.parallel, last) if training else nullcontext()
@@ -339,4 +348,5 @@ def replace_stream(stream: SampleStream, number: int) -> SampleStream:
     copy.__dict__.update(stream.__dict__)
     copy.stream = number
     copy._cache = type(stream._cache)()
+    copy.encoded = None  # the VAE stage trains on pixels
     return copy
