@@ -212,7 +212,8 @@ class RecordedRobot:
         for group, raw_stamps in self._command_stamps.items():
             group_stamps = np.frombuffer(raw_stamps, dtype=np.int64)
             order = np.argsort(group_stamps, kind="stable")
-            values = np.frombuffer(self._command_values[group], dtype=np.float64).reshape(len(group_stamps), -1)
+            values = np.frombuffer(self._command_values[group], dtype=np.float64).reshape(len(group_stamps),
+                                                                                          self.width[group])
             self.commands[group] = (group_stamps[order], values[order])
 
     def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:

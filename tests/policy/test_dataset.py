@@ -217,18 +217,22 @@ def test_episodes_that_cannot_train_are_skipped_named_and_counted(converted, tmp
     gap_frames = {int(t) + RECEIVE_DELAY_NS for t in _frame_ns(np.arange(20, 26))}  # 0.47 s without exterior 1
     gap = _copy_bag(good, tmp_path / "gap", lambda topic, receive_ns, raw: None if (
         topic == "/cameras/exterior_1/image_raw" and receive_ns in gap_frames) else raw)
-    summary = convert_bags([short, nan, gap, good], tmp_path / "out", SPEC, _options())
+    gripper = next(g for g in SPEC.controller_groups if g.name != SPEC.controller_groups[0].name)
+    silent = _copy_bag(good, tmp_path / "silent", lambda topic, receive_ns, raw: None if (
+        topic == f"/{gripper.command_topic}") else raw)  # a controller group never commanded
+    summary = convert_bags([short, nan, gap, silent, good], tmp_path / "out", SPEC, _options())
     assert summary["episodes"] == 1 and summary["frames"] == len(_expected_times())
     assert summary["skipped_by_cause"] == {"shorter than one chunk": 1, "non-finite state or action": 1,
-                                           "camera gap": 1}
+                                           "camera gap": 1, "no commands": 1}
     reasons = {entry["episode"]: entry["reason"] for entry in summary["skipped"]}
     assert "17 action steps, needs 25" in reasons[str(short)]
     assert "panda_joint3=nan" in reasons[str(nan)]
     assert "camera exterior_image_1_left has no frame within 0.150 s" in reasons[str(gap)]
+    assert f"no usable command of controller group {gripper.name}" in reasons[str(silent)]
     assert _meta(tmp_path / "out", "episodes.jsonl") == [{"episode_index": 0, "tasks": [TASK],
                                                           "length": len(_expected_times())}]
     assert not (tmp_path / "out/data/chunk-000/episode_000001.parquet").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gap", "nan", "out", "short"]  # no partial folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gap", "nan", "out", "short", "silent"]  # no partial folder
 
 
 def test_tasks_and_success_come_from_each_bags_metadata(tmp_path) -> None:
