@@ -1,31 +1,27 @@
 """The ``remote`` backend: a client for the DreamZero / RoboArena WebSocket policy protocol (facts §3.3).
 
 A GPU box runs the official DreamZero server (``socket_test_optimized_AR.py`` with
-``eval_utils/policy_server.py``) or our own; this module turns
-:class:`~dreamzero_policy.backends.base.Observation` into its requests and its replies into
-:class:`~dreamzero_policy.backends.base.BackendPrediction`.
+``eval_utils/policy_server.py``) or ours (``dreamzero serve``, :mod:`dreamzero_model.serving`); this module
+turns :class:`~dreamzero_policy.backends.base.Observation` into its requests and its replies into
+:class:`~dreamzero_policy.backends.base.BackendPrediction`. The wire format itself (request keys, the
+handshake check, request and reply maps) lives in :mod:`dreamzero_model.serving.protocol`, shared with
+our server; this module owns the connection and the session logic around it.
 
-Protocol, as implemented here (facts §3.3-3.5):
-
-* WebSocket, binary frames, no compression, no message size limit; msgpack with openpi's
-  ``msgpack_numpy`` (ndarrays as ``{__ndarray__, data, dtype, shape}`` maps).
-* On connect the server first sends its metadata (``PolicyServerConfig``); :func:`check_server_config`
+* On connect the server first sends its metadata (``PolicyServerConfig``); ``check_server_config``
   compares it with the embodiment before anything is sent. A server that takes 9 frames at the training
-  spacing per continuation query says so with ``frame_mode: "training"`` (:data:`FRAME_MODE_KEY`); the
+  spacing per continuation query says so with ``frame_mode: "training"`` (``FRAME_MODE_KEY``); the
   official server has no such key and keeps only the last 4 frames it receives (facts §3.4), so without
-  the key the server takes the official 4 (:attr:`RemoteBackend.frame_mode`).
-* One request map per message, ``endpoint`` = ``"infer"`` or ``"reset"``. ``infer`` replies with a
-  float32[24, 8] ndarray of ABSOLUTE targets (the server adds the state to relative keys itself), so
-  every returned dimension is marked absolute. ``reset`` replies with the text frame
-  ``"reset successful"``. An error is a text frame holding the server's traceback, then close code 1011.
-* The server holds ONE global model state and frame buffer keyed by ``session_id``; a new session id or
-  ``reset`` starts a new context (facts §3.4).
-
-Request keys are data (:data:`WIRE_KEYS`): ``oxe_droid`` uses the RoboArena names the official server
-maps to the model's keys (facts §1.4), plus ``observation/cartesian_position`` as the official clients
-send it (facts §3.3): zeros, because an :class:`Observation` carries no end-effector pose. Every other
-embodiment uses generic ``observation/<camera key>`` and ``observation/<state key>`` names, which only
-our own server (the future ``dreamzero serve``) accepts: the official server is DROID-only (facts §0).
+  the key the server takes the official 4 (:attr:`RemoteBackend.frame_mode`). A server that answers the
+  connection with a text frame instead (ours, for an unknown embodiment path) refused it; the text says why.
+* The URL's path picks the embodiment on our server (``ws://host:port/agibot``): a URL without a path gets
+  ``/<embodiment tag>``; the official server ignores the path.
+* ``infer`` replies with a float32[24, A] ndarray of ABSOLUTE targets (the server adds the state to
+  relative keys itself), so every returned dimension is marked absolute. ``reset`` replies with the text
+  frame ``"reset successful"``. An error is a text frame holding the server's cause, then close code 1011;
+  one that starts with ``"session lost"`` (our server evicted the session or it timed out) raises
+  :class:`~dreamzero_policy.backends.base.SessionLostError`, so the caller starts a new session.
+* The official server holds ONE global model state and frame buffer keyed by ``session_id``; ours one per
+  session id. A new session id or ``reset`` starts a new context (facts §3.4).
 
 Connections are lazy (first call) and direct (no HTTP proxy). One connection attempt (TCP, upgrade,
 handshake) takes at most ``connect_timeout_s``; a call that finds no open connection makes one attempt
@@ -45,7 +41,8 @@ keeps at most one request in flight. An optional token goes out as ``Authorizati
 the official server ignores it (it has no authentication, facts §3.3), so it only helps behind a proxy
 that checks it.
 
-Plain Python: imports numpy, openpi_client, websockets and the embodiment layer, never rclpy. Logs
+Plain Python: imports numpy, openpi_client, websockets, the embodiment layer and the (torch-free) protocol
+module of the model layer, never rclpy. Logs
 through :mod:`logging` under ``dreamzero_policy.backends`` (the node routes it to its own log,
 :func:`~dreamzero_policy.backends.base.route_backend_logs`). Dimensions: H horizon (24), A action dims,
 S state dims, T frames, V views.
@@ -55,7 +52,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -68,21 +65,15 @@ from websockets.uri import parse_uri
 
 from dreamzero_embodiments.frames import FRAME_MODES, FrameSchedule
 from dreamzero_embodiments.spec import EmbodimentSpec
-from dreamzero_policy.backends.base import BackendError, BackendPrediction, Observation
+from dreamzero_model.serving.protocol import (ENDPOINT_INFER, ENDPOINT_RESET, FRAME_MODE_KEY, RESET_REPLY, ReplyError,
+                                              WireKeys, build_request, check_server_config, embodiment_url,
+                                              is_session_lost, parse_actions, server_frame_mode, wire_keys)
+from dreamzero_policy.backends.base import BackendError, BackendPrediction, Observation, SessionLostError
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
-ENDPOINT_INFER = "infer"                # facts §3.3
-ENDPOINT_RESET = "reset"
-RESET_REPLY = "reset successful"        # the server's text reply to a reset (facts §3.3)
-ACTION_SPACE = "joint_position"         # the only action space whose replies we can use (facts §3.3)
-FRAME_MODE_KEY = "frame_mode"
-"""Handshake key a server uses to announce the frames it takes per continuation query: ``"training"`` (9 at
-the training spacing, our own server) or ``"official"``. Absent (the official server): ``"official"``."""
-SERVER_FRAME_MODE_DEFAULT = "official"  # the official server keeps the last 4 frames (facts §3.4)
 FRAME_MODE_CHOICES = ("auto", *FRAME_MODES)
-CARTESIAN_DIM = 6                       # observation/cartesian_position (6,) (facts §3.3)
 # The server runs inference inside its event loop and cannot answer pings meanwhile (seconds, minutes
 # during warm-up); these are the reference client's keep-alive values (facts §3.3).
 PING_INTERVAL_S = 60.0
@@ -93,40 +84,6 @@ CLOSE_TIMEOUT_S = 1.0
 # Pauses after failed connection attempts; the last repeats. A restarted server is found within a few
 # seconds, and a host that stays down gets one attempt (and one log line) per 4 s.
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
-
-
-@dataclass(frozen=True)
-class WireKeys:
-    """Request key names for one embodiment.
-
-    Attributes:
-        views: spec camera key -> request key.
-        state: spec state key -> request key.
-        wrist_views: spec camera keys the server counts as wrist cameras (``needs_wrist_camera``), the
-            rest count as ``n_external_cameras``; None when the table does not say (generic keys), in
-            which case only the total number of cameras is checked.
-        cartesian_position: request key of the end-effector pose float64[6] the reference clients send
-            (facts §3.3), or None when the protocol has none. Sent as zeros: an observation carries no pose.
-    """
-
-    views: Mapping[str, str]
-    state: Mapping[str, str]
-    wrist_views: frozenset[str] | None
-    cartesian_position: str | None = None
-
-
-# Request keys per embodiment tag (facts §1.4, §3.3). Tags not listed use generic keys
-# (:func:`wire_keys`), accepted only by our own server.
-WIRE_KEYS: Mapping[str, WireKeys] = {
-    "oxe_droid": WireKeys(
-        views={"exterior_image_1_left": "observation/exterior_image_0_left",
-               "exterior_image_2_left": "observation/exterior_image_1_left",
-               "wrist_image_left": "observation/wrist_image_left"},
-        state={"joint_position": "observation/joint_position",
-               "gripper_position": "observation/gripper_position"},
-        wrist_views=frozenset({"wrist_image_left"}),
-        cartesian_position="observation/cartesian_position"),
-}
 
 
 @dataclass(frozen=True)
@@ -166,144 +123,15 @@ class _NotSent(Exception):
     """The connection was closed before the request left: it can go out on a new connection."""
 
 
-def wire_keys(spec: EmbodimentSpec) -> WireKeys:
-    """The request keys for ``spec``: its tag's row of :data:`WIRE_KEYS`, else ``observation/<key>``.
-
-    Raises:
-        ValueError: the tag's table does not cover the spec's cameras or state keys, or two keys collide.
-    """
-    camera_keys = [c.key for c in spec.cameras]
-    state_keys = [k.key for k in spec.state]
-    keys = WIRE_KEYS.get(spec.embodiment_tag)
-    if keys is None:
-        keys = WireKeys(views={k: f"observation/{k}" for k in camera_keys},
-                        state={k: f"observation/{k}" for k in state_keys}, wrist_views=None)
-    problems = []
-    if sorted(keys.views) != sorted(camera_keys):
-        problems.append(f"cameras: table has {sorted(keys.views)}, spec has {sorted(camera_keys)}")
-    if sorted(keys.state) != sorted(state_keys):
-        problems.append(f"state: table has {sorted(keys.state)}, spec has {sorted(state_keys)}")
-    names = [*keys.views.values(), *keys.state.values(), "endpoint", "prompt", "session_id",
-             *([keys.cartesian_position] if keys.cartesian_position else [])]
-    if len(set(names)) != len(names):
-        problems.append(f"request keys collide: {sorted(n for n in set(names) if names.count(n) > 1)}")
-    if problems:
-        raise ValueError(f"remote backend: request keys for embodiment {spec.name!r} "
-                         f"(tag {spec.embodiment_tag!r}): " + "; ".join(problems))
-    return keys
-
-
-def server_frame_mode(config: Mapping[str, Any]) -> str:
-    """The frames a server takes per continuation query, from its handshake (:data:`FRAME_MODE_KEY`)."""
-    return config.get(FRAME_MODE_KEY, SERVER_FRAME_MODE_DEFAULT)
-
-
-def check_server_config(config: Any, spec: EmbodimentSpec, keys: WireKeys) -> list[str]:
-    """Compare the server's handshake (``PolicyServerConfig``, facts §3.3) with the embodiment.
-
-    Returns:
-        One ``"<field>: server <value>, embodiment <name> <value>"`` line per problem; empty when they match.
-        Fields the server adds beyond ``PolicyServerConfig`` and :data:`FRAME_MODE_KEY` are ignored.
-    """
-    if not isinstance(config, dict):
-        return [f"handshake: expected a msgpack map, got {type(config).__name__}"]
-    problems = []
-    where = f"embodiment {spec.name!r}"
-    missing = [f for f in ("image_resolution", "needs_wrist_camera", "n_external_cameras", "action_space")
-               if f not in config]
-    problems += [f"{f}: missing from the handshake" for f in missing]
-    resolutions = sorted({tuple(c.resolution) for c in spec.cameras})
-    served = config.get("image_resolution")
-    if len(resolutions) != 1:
-        problems.append(f"image_resolution: the protocol has one resolution, {where} has {resolutions}")
-    elif served is not None and "image_resolution" in config:  # None: the server takes any size
-        if not (isinstance(served, (list, tuple)) and [*served] == [*resolutions[0]]):
-            problems.append(f"image_resolution: server {served!r}, {where} {[*resolutions[0]]}")
-    if not missing:
-        n_cameras = len(spec.cameras)
-        wrist, external = config["needs_wrist_camera"], config["n_external_cameras"]
-        if not isinstance(external, int) or isinstance(external, bool):
-            problems.append(f"n_external_cameras: server {external!r}, expected an integer")
-        elif keys.wrist_views is None:
-            if int(bool(wrist)) + external != n_cameras:
-                problems.append(f"n_external_cameras + needs_wrist_camera: server {external} + {wrist}, "
-                                f"{where} {n_cameras} cameras")
-        else:
-            if bool(wrist) != bool(keys.wrist_views):
-                problems.append(f"needs_wrist_camera: server {wrist!r}, {where} {bool(keys.wrist_views)}")
-            if external != n_cameras - len(keys.wrist_views):
-                problems.append(f"n_external_cameras: server {external!r}, {where} "
-                                f"{n_cameras - len(keys.wrist_views)}")
-        if config["action_space"] != ACTION_SPACE:
-            problems.append(f"action_space: server {config['action_space']!r}, {where} {ACTION_SPACE!r}")
-    if config.get("needs_stereo_camera", False):
-        problems.append(f"needs_stereo_camera: server True, {where} False (only left images are sent)")
-    if server_frame_mode(config) not in FRAME_MODES:
-        problems.append(f"{FRAME_MODE_KEY}: server {config[FRAME_MODE_KEY]!r}, expected one of "
-                        f"{', '.join(FRAME_MODES)} (or no such key: {SERVER_FRAME_MODE_DEFAULT})")
-    return problems
-
-
-def build_request(observation: Observation, spec: EmbodimentSpec, keys: WireKeys) -> dict[str, Any]:
-    """The ``infer`` request map for ``observation`` (facts §3.3).
-
-    Frames go out as uint8[T, H, W, 3], or uint8[H, W, 3] when T == 1 (the server appends either to
-    its buffer, facts §3.4); the state float64[S] is split per spec state key (model units); the
-    end-effector pose, where the protocol has one, is float64[6] zeros (an observation carries none).
-
-    Raises:
-        ValueError: views or state do not match the spec (names the key, expected and received).
-    """
-    if sorted(observation.views) != sorted(c.key for c in spec.cameras):
-        raise ValueError(f"observation.views: expected cameras {[c.key for c in spec.cameras]}, "
-                         f"got {sorted(observation.views)}")
-    request: dict[str, Any] = {"endpoint": ENDPOINT_INFER}
-    for camera in spec.cameras:
-        frames = observation.views[camera.key]
-        expected = (*camera.resolution, 3)
-        if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim == 4
-                and frames.shape[0] >= 1 and frames.shape[1:] == expected):
-            got = (f"{frames.dtype}{list(frames.shape)}" if isinstance(frames, np.ndarray)
-                   else type(frames).__name__)
-            raise ValueError(f"observation.views[{camera.key!r}]: expected uint8[T, {expected[0]}, "
-                             f"{expected[1]}, 3] with T >= 1, got {got}")
-        request[keys.views[camera.key]] = frames[0] if frames.shape[0] == 1 else frames
-    state = np.asarray(observation.state, dtype=np.float64)
-    n_state = len(spec.state_names)
-    if state.shape != (n_state,) or not np.all(np.isfinite(state)):
-        raise ValueError(f"observation.state: expected finite float64[{n_state}], got {state.shape} {state}")
-    start = 0
-    for key in spec.state:
-        request[keys.state[key.key]] = state[start:start + key.dim].copy()
-        start += key.dim
-    if keys.cartesian_position:
-        request[keys.cartesian_position] = np.zeros(CARTESIAN_DIM, dtype=np.float64)
-    request["prompt"] = observation.prompt
-    request["session_id"] = observation.session_id
-    return request
+def _request(observation: Observation, spec: EmbodimentSpec, keys: WireKeys) -> dict[str, Any]:
+    """The ``infer`` request map for ``observation`` (:func:`~dreamzero_model.serving.protocol.build_request`)."""
+    return build_request(observation.views, observation.state, observation.prompt, observation.session_id, spec, keys)
 
 
 def newest_frame_only(observation: Observation) -> Observation:
     """``observation`` with each view cut to its newest frame (T = 1), as a session's first query."""
     return replace(observation, views={key: frames[-1:] for key, frames in observation.views.items()},
                    first_of_session=True)
-
-
-def parse_actions(reply: Any, horizon: int, action_dim: int) -> np.ndarray:
-    """The chunk in an ``infer`` reply: float64[H, A], absolute, model units.
-
-    Raises:
-        BackendError: the reply is not a finite numeric array of shape (H, A).
-    """
-    if not isinstance(reply, np.ndarray):
-        raise BackendError(f"infer reply: expected an ndarray, got {type(reply).__name__}")
-    if reply.shape != (horizon, action_dim) or reply.dtype.kind not in "fiu":
-        raise BackendError(f"infer reply: expected a float array of shape ({horizon}, {action_dim}), "
-                           f"got {reply.dtype}{list(reply.shape)}")
-    actions = reply.astype(np.float64)
-    if not np.all(np.isfinite(actions)):
-        raise BackendError(f"infer reply: {int(np.sum(~np.isfinite(actions)))} non-finite values")
-    return actions
 
 
 def _describe(error: BaseException) -> str:
@@ -347,7 +175,7 @@ class RemoteBackend:
                              f"got {frame_mode!r}")
         self._spec = spec
         self._keys = wire_keys(spec)
-        self._url = url
+        self._url = embodiment_url(url, spec.embodiment_tag)
         self._headers = {"Authorization": f"Bearer {token}"} if token else None
         if token and url.startswith("ws://"):
             logger.warning("remote backend: the token goes to %s unencrypted (use wss:// to protect it)", url)
@@ -421,7 +249,7 @@ class RemoteBackend:
             BackendError: no connection, a timeout, a lost connection, a server error (its traceback in
                 the message) or a malformed reply.
         """
-        request = build_request(observation, self._spec, self._keys)
+        request = _request(observation, self._spec, self._keys)
         with self._request_lock:
             self._note_session(observation.session_id, observation.prompt, "its first query")
             self._check_frames(observation)
@@ -434,7 +262,10 @@ class RemoteBackend:
             decoded = msgpack_numpy.unpackb(reply)
         except (ValueError, TypeError) as error:
             raise BackendError(f"infer: cannot decode the reply from {self._url}: {error}") from error
-        actions = parse_actions(decoded, self._spec.timing.horizon, len(self._spec.action_names))
+        try:
+            actions = parse_actions(decoded, self._spec.timing.horizon, len(self._spec.action_names))
+        except ReplyError as error:
+            raise BackendError(str(error)) from error
         return BackendPrediction(actions=actions, relative=np.zeros(actions.shape[1], dtype=bool), frames=None,
                                  seconds={"round_trip": round_trip_s})
 
@@ -493,7 +324,7 @@ class RemoteBackend:
                            "newest frame only", self._url, observation.session_id)
             reset = {"endpoint": ENDPOINT_RESET, "prompt": observation.prompt, "session_id": observation.session_id}
             self._reset_on(ws, msgpack_numpy.packb(reset), observation.session_id, deadline)
-            request = build_request(newest_frame_only(observation), self._spec, self._keys)
+            request = _request(newest_frame_only(observation), self._spec, self._keys)
         reply = self._exchange(ws, msgpack_numpy.packb(request), ENDPOINT_INFER, deadline)
         self._context_session = observation.session_id
         return reply
@@ -550,6 +381,8 @@ class RemoteBackend:
                                f"({_describe(error)}); not sent again, as the server may have run it") from error
         if isinstance(reply, str) and not (endpoint == ENDPOINT_RESET and reply == RESET_REPLY):
             self._drop(ws)  # the server closes with 1011 after an error (facts §3.3)
+            if is_session_lost(reply):
+                raise SessionLostError(f"{endpoint}: {self._url}: {reply}")
             raise BackendError(f"{endpoint}: server error from {self._url}:\n{reply}")
         return reply
 
@@ -605,8 +438,11 @@ class RemoteBackend:
         except ConnectionClosed:
             ws.close()
             raise
+        if isinstance(message, str):  # our server says why it refused (e.g. an unknown embodiment path)
+            ws.close()
+            raise BackendError(f"server at {self._url} refused the connection: {message}")
         try:
-            config = msgpack_numpy.unpackb(message) if isinstance(message, bytes) else message
+            config = msgpack_numpy.unpackb(message)
         except (ValueError, TypeError) as error:
             ws.close()
             raise BackendError(f"server at {self._url}: cannot decode the handshake: {error}") from error

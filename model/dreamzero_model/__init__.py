@@ -5,15 +5,16 @@ inference session, checkpoint I/O, the training loss and the model server. Impor
 safetensors and field libraries only: never rclpy or a ROS message package (tests/test_layering.py).
 
 Public entry points: :func:`get_config`, :func:`build_dit`, :class:`WamSession`,
-:func:`build_full_model` and :class:`WamPolicy` (the last two load transformers and diffusers, so
-they are imported on first use).
+:func:`build_full_model` and :class:`WamPolicy`, all imported on first use.
 """
-from dreamzero_model.config import (CACHE_SCHEDULES, FLASH_SAMPLER, DiTConfig, SamplerConfig, config_names,
-                                    get_config)
-from dreamzero_model.dit import CausalWanModel, build_dit
-from dreamzero_model.session import StepResult, WamSession
-
-_LAZY = {"build_full_model": "dreamzero_model.full_model", "get_full_config": "dreamzero_model.full_model",
+# Every name is imported on first use: torch (seconds; dreamzero_model.config builds through
+# dreamzero_model.construction), and transformers and diffusers for the model and the policy. So torch-free
+# submodules, such as dreamzero_model.serving.protocol (the remote backend's wire format), load without torch.
+_LAZY = {**dict.fromkeys(("CACHE_SCHEDULES", "FLASH_SAMPLER", "DiTConfig", "SamplerConfig", "config_names",
+                          "get_config"), "dreamzero_model.config"),
+         "CausalWanModel": "dreamzero_model.dit", "build_dit": "dreamzero_model.dit",
+         "StepResult": "dreamzero_model.session", "WamSession": "dreamzero_model.session",
+         "build_full_model": "dreamzero_model.full_model", "get_full_config": "dreamzero_model.full_model",
          "WamPolicy": "dreamzero_model.policy", "Prediction": "dreamzero_model.policy"}
 
 

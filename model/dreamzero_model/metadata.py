@@ -154,6 +154,16 @@ def _key_layouts(modality: str, keys: list[str], metadata: dict, tag: str, file:
     return tuple(layouts)
 
 
+def embodiment_tags(checkpoint_dir: str | Path) -> list[str]:
+    """The embodiment tags ``experiment_cfg/metadata.json`` holds statistics for, in file order.
+
+    Raises:
+        CheckpointError: the file is missing or unparsable.
+    """
+    metadata_file = Path(checkpoint_dir) / EXPERIMENT_DIR / "metadata.json"
+    return list(_read(metadata_file, json.loads) or {})
+
+
 def load_embodiment_metadata(checkpoint_dir: str | Path, tag: str) -> EmbodimentMetadata:
     """Read ``experiment_cfg/conf.yaml`` and ``metadata.json`` for embodiment ``tag``.
 
@@ -179,11 +189,16 @@ def load_embodiment_metadata(checkpoint_dir: str | Path, tag: str) -> Embodiment
                               metadata_file)
     action_keys = _key_layouts("action", _get(modalities, ["action", "modality_keys"], conf_file), metadata, tag,
                                metadata_file)
-    relative = tuple(conf.get("relative_action_keys") or ()) if conf.get("relative_action", False) else ()
-    unknown = sorted(set(relative) - {k.name for k in action_keys})
+    # One list for the whole conf (official); with several embodiments each takes its own action keys from it.
+    listed = tuple(conf.get("relative_action_keys") or ()) if conf.get("relative_action", False) else ()
+    own = {k.name for k in action_keys}
+    every_action_key = own | {_sub_key(k) for entry in conf["modality_configs"].values() if isinstance(entry, dict)
+                              for k in (entry.get("action") or {}).get("modality_keys") or ()}
+    unknown = sorted(set(listed) - every_action_key)
     if unknown:
         raise CheckpointError(f"{conf_file}: relative_action_keys {unknown} are not action keys of {tag!r} "
-                              f"({', '.join(k.name for k in action_keys)})")
+                              f"({', '.join(k.name for k in action_keys)}) or of another embodiment")
+    relative = tuple(key for key in listed if key in own)
     return EmbodimentMetadata(
         tag=tag, video_keys=tuple(video_keys), video_resolutions=resolutions, state_keys=state_keys,
         action_keys=action_keys, relative_action_keys=relative, max_chunk_size=int(conf.get("max_chunk_size", 4)),
@@ -194,12 +209,22 @@ def write_embodiment_metadata(checkpoint_dir: str | Path, embodiments: list[Embo
                               extra_conf: dict[str, Any] | None = None) -> None:
     """Write ``experiment_cfg/conf.yaml`` and ``metadata.json`` in the layout :func:`load_embodiment_metadata` reads.
 
-    ``relative_action_keys`` is one list in the official conf; it is the union over ``embodiments``.
+    ``relative_action_keys`` is one list in the official conf; it is the union over ``embodiments``, and
+    :func:`load_embodiment_metadata` gives each embodiment the listed keys among its own action keys.
     ``extra_conf`` adds top-level entries (e.g. ``save_lora_only``, ``tokenizer_path``).
+
+    Raises:
+        ValueError: a key relative in one embodiment is an absolute action key of another (one list
+            cannot say both).
     """
     folder = Path(checkpoint_dir) / EXPERIMENT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     relative = sorted({key for e in embodiments for key in e.relative_action_keys})
+    clashes = sorted({f"{e.tag}.{k.name}" for e in embodiments for k in e.action_keys
+                      if k.name in relative and k.name not in e.relative_action_keys})
+    if clashes:
+        raise ValueError(f"write_embodiment_metadata: {clashes} are absolute, but another embodiment lists the "
+                         f"same key as relative; the conf has one relative_action_keys list")
+    folder.mkdir(parents=True, exist_ok=True)
     conf: dict[str, Any] = {
         "modality_configs": {e.tag: {
             "video": {"modality_keys": [f"video.{k}" for k in e.video_keys]},

@@ -81,16 +81,21 @@ def _official_full_config(config_json: dict) -> FullModelConfig:
 
 
 class WamPolicy:
-    """The World Action Model for one embodiment: encoders + session + normaliser + prompt."""
+    """The World Action Model for one embodiment: encoders + session + normaliser + prompt.
+
+    ``cfg_group``: a process group of 2 ranks sharing the CFG branches (facts §3.2, see
+    :class:`~dreamzero_model.session.WamSession`); both ranks must make the same calls.
+    """
 
     def __init__(self, model: VLA, metadata: EmbodimentMetadata, tokenizer: PromptTokenizer,
-                 sampler: SamplerConfig | None = None, decode_video: bool = True) -> None:
+                 sampler: SamplerConfig | None = None, decode_video: bool = True,
+                 cfg_group: torch.distributed.ProcessGroup | None = None) -> None:
         self.model = model
         self.config: FullModelConfig = model.config
         self.metadata = metadata
         self.tokenizer = tokenizer
         self.decode_video = decode_video
-        self.session = WamSession(model.action_head.model, sampler)
+        self.session = WamSession(model.action_head.model, sampler, cfg_group=cfg_group)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._prompt: str | None = None
@@ -109,7 +114,8 @@ class WamPolicy:
     def from_pretrained(cls, path: str | Path, embodiment_tag: str | None = None, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, sampler: SamplerConfig | None = None,
                         base_checkpoint: str | Path | None = None, tokenizer_path: str | Path | None = None,
-                        decode_video: bool = True, progress: bool = True) -> WamPolicy:
+                        decode_video: bool = True, progress: bool = True,
+                        cfg_group: torch.distributed.ProcessGroup | None = None) -> WamPolicy:
         """Load a checkpoint directory in the official layout (facts §5.1).
 
         Args:
@@ -121,6 +127,7 @@ class WamPolicy:
                 checked against the recorded fingerprint.
             tokenizer_path: local umT5 tokenizer directory; default ``tokenizer_path`` of conf.yaml
                 (relative paths are relative to the checkpoint) or ``<path>/tokenizer``.
+            cfg_group: 2 ranks sharing the CFG branches (facts §3.2); None computes both here.
 
         Raises:
             CheckpointError: missing or inconsistent files (each names the file and the key).
@@ -140,7 +147,7 @@ class WamPolicy:
         else:
             load_checkpoint_weights(model, folder, device, dtype, progress=progress)
         tokenizer = PromptTokenizer.from_pretrained(cls._tokenizer_dir(folder, metadata, tokenizer_path))
-        return cls(model, metadata, tokenizer, sampler=sampler, decode_video=decode_video)
+        return cls(model, metadata, tokenizer, sampler=sampler, decode_video=decode_video, cfg_group=cfg_group)
 
     @staticmethod
     def _only_tag(folder: Path) -> str:

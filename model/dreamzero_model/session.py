@@ -6,20 +6,27 @@ One session is one context of the World Action Model for a batch of B robots:
 * ``step`` first writes the ground-truth latents of the chunk just executed at timestep 0 into the
   positions where the previous call's predictions were (predictions are never cached), then
   denoises 2 new latent frames and 24 actions jointly from seeded noise, conditioned on the state.
-  Classifier-free guidance applies to video only; the unconditional branch (negative prompt) runs
-  as extra batch rows with its own cache rows. The DiT runs only at the steps of the cache schedule.
-  The initial noise follows the official seeding (:func:`initial_noise`).
+  Classifier-free guidance applies to video only (facts §2.8); the unconditional branch (negative
+  prompt) runs as extra batch rows with its own cache rows. The DiT runs only at the steps of the
+  cache schedule. The initial noise follows the official seeding (:func:`initial_noise`).
+* CFG parallelism (facts §3.2): with a ``cfg_group`` of 2 processes, rank 0 of the group computes
+  only the conditional rows (prompt) and rank 1 only the unconditional rows (negative prompt), each
+  with its own KV cache of B rows. After every DiT evaluation the ranks all-gather their (video,
+  action) velocities, both apply the same guidance formula and scheduler update (actions from the
+  conditional rank), so both hold identical noisy states and return identical chunks. Both ranks
+  must call ``reset`` and ``step`` with the same inputs.
 * After ``max_chunk_size`` chunks (9 latent frames) or on a new prompt the context must be reset
   with the newest frame (``should_reset``); the policy layer owns the encoders that produce it.
 
 Shapes: B batch, z latent channels, h/w latent grid, Na actions per chunk (24), A action width (32),
-S state width (64). Imports torch only.
+S state width (64). Imports torch (and torch.distributed) only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from dreamzero_model.config import DiTConfig, SamplerConfig
 from dreamzero_model.dit import CausalWanModel, CrossContext, DiTInputs, SelfAttentionPlan
@@ -77,13 +84,36 @@ def initial_noise(batch: int, config: DiTConfig, seed: int | None, device: torch
 
 
 class WamSession:
-    """KV-cached chunk-wise inference over one DiT (see module docstring)."""
+    """KV-cached chunk-wise inference over one DiT (see module docstring).
 
-    def __init__(self, model: CausalWanModel, sampler: SamplerConfig | None = None, *, use_kv_cache: bool = True) -> None:
+    Args:
+        model: the DiT, on the device and in the dtype inference runs in.
+        sampler: solver, steps, CFG scale, cache schedule and seed; default :class:`SamplerConfig`.
+        use_kv_cache: False recomputes the whole context at every call (a reference for tests).
+        cfg_group: a process group of 2 ranks sharing the two CFG branches (facts §3.2): group rank 0
+            computes the conditional branch, group rank 1 the unconditional one. None runs both
+            branches here, as batch rows.
+
+    Raises:
+        ValueError: ``cfg_group`` does not hold exactly 2 ranks including this one, or ``cfg_scale``
+            is 1 (no unconditional branch to split; run one process instead).
+    """
+
+    def __init__(self, model: CausalWanModel, sampler: SamplerConfig | None = None, *, use_kv_cache: bool = True,
+                 cfg_group: dist.ProcessGroup | None = None) -> None:
         self.model = model
         self.config = model.config
         self.sampler = sampler or SamplerConfig()
         self.use_kv_cache = use_kv_cache
+        self._group = cfg_group
+        if cfg_group is not None:
+            size, rank = dist.get_world_size(cfg_group), dist.get_rank(cfg_group)
+            if size != 2 or rank not in (0, 1):
+                raise ValueError(f"cfg_group must hold 2 ranks (conditional, unconditional; facts §3.2) including "
+                                 f"this process, got size {size}, rank {rank}")
+            if not self.guided:
+                raise ValueError("cfg_group splits the two CFG branches, but cfg_scale is 1.0 (no unconditional "
+                                 "branch): run one process without cfg_group")
         self._frame = 0  # next latent frame position in the context ("current_start_frame")
         self._batch = 0
         self._text: torch.Tensor | None = None
@@ -95,6 +125,13 @@ class WamSession:
     @property
     def guided(self) -> bool:
         return self.sampler.cfg_scale != 1.0
+
+    @property
+    def branch(self) -> str:
+        """What this process computes: ``both`` (one process), ``conditional`` or ``unconditional`` (facts §3.2)."""
+        if self._group is None:
+            return "both" if self.guided else "conditional"
+        return ("conditional", "unconditional")[dist.get_rank(self._group)]
 
     @property
     def frame(self) -> int:
@@ -111,8 +148,8 @@ class WamSession:
         return self.needs_reset or self._text is None or not torch.equal(self._text, text_context)
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        """Duplicate per-robot inputs for the unconditional rows when guided."""
-        return torch.cat([x, x]) if self.guided else x
+        """Duplicate per-robot inputs for the unconditional rows when both branches run here."""
+        return torch.cat([x, x]) if self.branch == "both" else x
 
     @torch.no_grad()
     def reset(self, text_context: torch.Tensor, image_context: torch.Tensor, first_latent: torch.Tensor, *,
@@ -124,7 +161,7 @@ class WamSession:
             image_context: float[B, num_image_tokens, clip_dim], CLIP features of the newest frame.
             first_latent: float[B, z, 1, h, w], VAE latent of the newest frame (the conditioning frame).
             negative_text_context: float[B or 1, text_len, text_dim], umT5 features of the negative
-                prompt; required when ``cfg_scale != 1``.
+                prompt; required when ``cfg_scale != 1`` (on both ranks of a ``cfg_group``).
             y: float[B, 4 + z, 9, h, w] conditioning for the window (i2v only); default
                 :func:`default_conditioning`.
         """
@@ -134,7 +171,9 @@ class WamSession:
         if self.guided:
             if negative_text_context is None:
                 raise ValueError(f"cfg_scale {self.sampler.cfg_scale} needs negative_text_context")
-            text = torch.cat([text_context, negative_text_context.expand_as(text_context)])
+            negative = negative_text_context.expand_as(text_context)
+            rows = {"both": [text_context, negative], "conditional": [text_context], "unconditional": [negative]}
+            text = torch.cat(rows[self.branch])
         dtype = next(model.parameters()).dtype
         self._batch, self._text = batch, text_context.clone()
         self._context = model.prepare_context(text.to(dtype), self._rows(image_context).to(dtype))
@@ -197,6 +236,33 @@ class WamSession:
         out = self.model(inputs, self._context, plan)
         return out.video[:, :, -frames:], out.actions
 
+    def _guide(self, video_velocity: torch.Tensor, action_velocity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Guided float32 velocities of the B robots from this process's DiT output (facts §2.8, §3.2).
+
+        Video: v_uncond + cfg_scale (v_cond - v_uncond); actions: the conditional branch's velocity.
+        """
+        if self._group is not None:
+            (conditional, action_velocity), (unconditional, _) = self._exchange(video_velocity, action_velocity)
+        elif self.guided:
+            conditional, unconditional = video_velocity.float().chunk(2)
+            action_velocity = action_velocity[:self._batch]
+        else:
+            return video_velocity.float(), action_velocity.float()
+        return unconditional + self.sampler.cfg_scale * (conditional - unconditional), action_velocity.float()
+
+    def _exchange(self, video_velocity: torch.Tensor,
+                  action_velocity: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every branch's float32 (video, action) velocities, conditional first, on both ranks (facts §3.2).
+
+        One all_gather of both velocities packed flat; float32 is exact for a bf16 DiT output.
+        """
+        mine = torch.cat([video_velocity.float().flatten(), action_velocity.float().flatten()])
+        gathered = [torch.empty_like(mine) for _ in range(2)]
+        dist.all_gather(gathered, mine, group=self._group)
+        split = video_velocity.numel()
+        return [(flat[:split].view(video_velocity.shape), flat[split:].view(action_velocity.shape))
+                for flat in gathered]
+
     @torch.no_grad()
     def step(self, observed_latents: torch.Tensor | None, state: torch.Tensor) -> StepResult:
         """Predict the next chunk.
@@ -236,12 +302,8 @@ class WamSession:
         for index, timestep in enumerate(video_sampler.timesteps.tolist()):
             if schedule.should_run(index):
                 t = torch.tensor([[float(timestep)]], device=device)
-                video_velocity, action_velocity = self._denoise_call(self._rows(video), self._rows(actions), state_rows,
-                                                                     t, chunk)
-                video_velocity, action_velocity = video_velocity.float(), action_velocity[:self._batch].float()
-                if self.guided:
-                    conditional, unconditional = video_velocity.chunk(2)
-                    video_velocity = unconditional + self.sampler.cfg_scale * (conditional - unconditional)
+                video_velocity, action_velocity = self._guide(
+                    *self._denoise_call(self._rows(video), self._rows(actions), state_rows, t, chunk))
                 schedule.record(video_velocity)
                 calls += 1
             video = video_sampler.step(video_velocity, index, video)

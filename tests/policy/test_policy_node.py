@@ -270,7 +270,7 @@ def test_an_unreachable_server_is_an_error_at_once_and_backend_log_lines_reach_t
         wait_until(lambda: _rosout_lines(rosout, node, f"cannot connect to {down.url}"), "the failure in the log")
         with FakeDreamZeroServer(port=down.port) as server:
             chunks.wait_for(1)
-            wait_until(lambda: _rosout_lines(rosout, node, f"connected to {server.url} after"), "connected, logged")
+            wait_until(lambda: _rosout_lines(rosout, node, f"connected to {server.url}/oxe_droid after"), "connected, logged")
     (connected,) = _rosout_lines(rosout, node, f"connected to {server.url}")
     assert "(server metadata {" in connected.msg and connected.stamp.sec > 0
     assert _rosout_lines(rosout, node, "session") and _rosout_lines(rosout, node, "frame_mode auto -> official")

@@ -21,8 +21,9 @@ from websockets.frames import CloseCode
 from websockets.sync.client import connect
 
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
+from dreamzero_model.serving.protocol import build_request, wire_keys
 from dreamzero_policy.backends.base import BackendError, Observation
-from dreamzero_policy.backends.remote import RemoteBackend, build_request, wire_keys
+from dreamzero_policy.backends.remote import RemoteBackend
 from policy.fake_dreamzero_server import (FakeDreamZeroServer, droid_server_config, expected_actions,
                                           HORIZON)
 from waiting import PATIENCE_S, wait_until
@@ -497,7 +498,9 @@ def test_generic_keys_for_embodiments_the_official_server_does_not_serve() -> No
     keys = wire_keys(agibot)
     assert keys.views == {c.key: f"observation/{c.key}" for c in agibot.cameras}
     assert keys.wrist_views is None
-    request = build_request(make_observation(agibot), agibot, keys)
+    observation = make_observation(agibot)
+    request = build_request(observation.views, observation.state, observation.prompt, observation.session_id,
+                            agibot, keys)
     start = 0
     for key in agibot.state:
         np.testing.assert_array_equal(request[f"observation/{key.key}"],

@@ -1,10 +1,10 @@
 """Camera frames -> model mosaics for training: the live image path, plus the training augmentations.
 
-Without augmentation this is exactly what the local backend does for live inference:
-:func:`dreamzero_embodiments.stitching.stitch_frames` (resize to the camera's checkpoint resolution if
-needed, centre crop at ``crop_scale``, resize to ``view_size``, mosaic; facts §1.7) and, when the
-model takes another mosaic size (tiny, 5B), :func:`~dreamzero_embodiments.stitching.resize_to` of
-each whole mosaic. Nothing here re-implements those steps.
+Without augmentation this is :func:`dreamzero_model.mosaics.model_mosaics`, the function the local
+backend and the model server run for live inference (stitch, then fit each whole mosaic to the model's
+size; facts §1.7). With augmentation the views are cropped and jittered here, stitched with
+:func:`~dreamzero_embodiments.stitching.stitch` and fitted with :func:`dreamzero_model.mosaics.fit_mosaics`.
+Nothing here re-implements those steps.
 
 With augmentation (facts §1.7, training only), per camera and per sample (one draw for all frames of
 the clip): the crop of the same size is taken at a uniformly random offset instead of the centre,
@@ -13,8 +13,8 @@ hue 0.08, in a random order, torchvision's definitions) on the float image, and 
 multiplying by 255 and truncating (``VideoToNumpy``). Random grayscale and posterize are defined
 but unused in the official configs, so they are not applied.
 
-Dimensions: T frames, H x W camera pixels, h x w view or mosaic pixels. Imports numpy and the
-embodiment layer and OpenCV (hue rotation) only.
+Dimensions: T frames, H x W camera pixels, h x w view or mosaic pixels. Imports numpy, the embodiment
+layer, :mod:`dreamzero_model.mosaics` and OpenCV (hue rotation) only.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from dreamzero_embodiments.spec import EmbodimentSpec
-from dreamzero_embodiments.stitching import crop_size, resize_to, stitch, stitch_frames
+from dreamzero_embodiments.stitching import crop_size, resize_to, stitch
+from dreamzero_model.mosaics import fit_mosaics, model_mosaics
 
 GRAY_WEIGHTS = np.array([0.2989, 0.587, 0.114], dtype=np.float32)  # torchvision rgb_to_grayscale
 
@@ -121,13 +122,10 @@ def clip_mosaics(frames: Mapping[str, np.ndarray], spec: EmbodimentSpec, mosaic_
         uint8[T, h, w, 3].
     """
     if augmentation is None:
-        mosaics = stitch_frames(frames, spec)
-    else:
-        if rng is None:
-            raise ValueError("clip_mosaics: augmentation needs a random generator")
-        views = _augmented_views(frames, spec, augmentation, rng)
-        count = next(iter(views.values())).shape[0]
-        mosaics = np.stack([stitch({k: v[i] for k, v in views.items()}, spec) for i in range(count)])
-    if tuple(mosaics.shape[1:3]) != tuple(mosaic_size):  # as the local backend (tiny, 5B: facts §7)
-        mosaics = np.stack([resize_to(frame, tuple(mosaic_size)) for frame in mosaics])
-    return mosaics
+        return model_mosaics(frames, spec, mosaic_size)
+    if rng is None:
+        raise ValueError("clip_mosaics: augmentation needs a random generator")
+    views = _augmented_views(frames, spec, augmentation, rng)
+    count = next(iter(views.values())).shape[0]
+    return fit_mosaics(np.stack([stitch({k: v[i] for k, v in views.items()}, spec) for i in range(count)]),
+                       mosaic_size)
