@@ -10,6 +10,7 @@ adapter_node, control_mux; stop the executor; shutdown transitions; destroy) and
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,14 +67,33 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def build_graph(options: GraphOptions) -> list[Node]:
-    """The nodes of the graph with their parameters (file first, then options, then overrides)."""
+def params_path(params_file: str, embodiment: str) -> Path:
+    """``params_file``, or when empty the shipped ``launch/params/<embodiment>.yaml`` of the package share."""
+    return Path(params_file) if params_file else share_dir() / "launch" / "params" / f"{embodiment}.yaml"
+
+
+def node_values(params_file: Path | None, node_name: str, *layers: dict[str, Any]) -> dict[str, Any]:
+    """``node_name``'s parameters in ``params_file`` (dotted names, :func:`_flatten`), each of ``layers`` over
+    them in turn."""
+    values = _flatten(node_parameters(params_file, node_name))
+    for layer in layers:
+        values.update(layer)
+    return values
+
+
+def parameter_overrides(values: dict[str, Any]) -> list[Parameter]:
+    """``values`` as a node's ``parameter_overrides``."""
+    return [Parameter(name, value=value) for name, value in values.items()]
+
+
+def build_graph(options: GraphOptions, backend_factory: Callable | None = None) -> list[Node]:
+    """The nodes of the graph with their parameters (file first, then options, then overrides);
+    ``backend_factory``: the policy node's (default its own, ``policy_node.make_backend``)."""
     from dreamzero_policy.adapter_node import AdapterNode
     from dreamzero_policy.control_mux import ControlMux
     from dreamzero_policy.policy_node import PolicyNode
 
-    params_file = Path(options.params_file) if options.params_file else (
-        share_dir() / "launch" / "params" / f"{options.embodiment}.yaml")
+    params_file = params_path(options.params_file, options.embodiment)
     chosen = {
         "policy_node": {"embodiment": options.embodiment, "backend": options.backend, "checkpoint": options.checkpoint,
                         "server_url": options.server_url, "prompt": options.prompt},
@@ -81,7 +101,9 @@ def build_graph(options: GraphOptions) -> list[Node]:
         "control_mux": {"embodiment": options.embodiment},
         "sim_droid": {},
     }
-    classes: dict[str, Callable[..., Node]] = {"policy_node": PolicyNode, "adapter_node": AdapterNode}
+    policy_node = (PolicyNode if backend_factory is None
+                   else functools.partial(PolicyNode, backend_factory=backend_factory))
+    classes: dict[str, Callable[..., Node]] = {"policy_node": policy_node, "adapter_node": AdapterNode}
     if options.with_mux:
         classes["control_mux"] = ControlMux
     if options.with_sim:
@@ -90,9 +112,8 @@ def build_graph(options: GraphOptions) -> list[Node]:
         classes["sim_droid"] = SimDroid
     nodes = []
     for name, cls in classes.items():
-        values = {**_flatten(node_parameters(params_file, name)), **chosen[name], **options.overrides.get(name, {})}
-        nodes.append(cls(namespace=options.namespace,
-                         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()]))
+        values = node_values(params_file, name, chosen[name], options.overrides.get(name, {}))
+        nodes.append(cls(namespace=options.namespace, parameter_overrides=parameter_overrides(values)))
     return nodes
 
 

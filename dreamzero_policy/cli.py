@@ -3,10 +3,11 @@
 One entry point with sub-commands. ``info`` reports what is installed and where, and exits non-zero
 when a part the nodes need is missing, so it doubles as an installation check on a new machine.
 ``bringup`` and ``demo`` run the node graph, ``collect`` records scripted demonstrations in the
-simulation; ``record``, ``replay``, ``eval-bag`` and ``dataset`` work with bags
+simulation, ``eval-sim`` measures a policy's success rates there; ``record``, ``replay``, ``eval-bag`` and ``dataset`` work with bags
 (:mod:`dreamzero_policy.bags`). ``train`` hands its arguments to :mod:`dreamzero_model.training.cli`
-(ROS-free, also ``python -m dreamzero_model.training`` and under ``torchrun``). ``serve`` and ``bench`` of
-the design are not built yet (benchmarks are scripts under ``bench/``).
+(ROS-free, also ``python -m dreamzero_model.training`` and under ``torchrun``), ``serve`` to
+:mod:`dreamzero_model.serving.cli` (ROS-free, also ``python -m dreamzero_model.serving``). ``bench`` of
+the design is not built (benchmarks are scripts under ``bench/``).
 """
 from __future__ import annotations
 
@@ -103,16 +104,13 @@ def run_collect(args: argparse.Namespace) -> int:
     from dreamzero_embodiments.sim.tasks import find_task
     from dreamzero_policy import collect
 
-    try:
-        tasks = tuple(find_task(text) for text in args.task)
-        if args.episodes < 1:
-            raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
+    try:  # unknown tasks, no episode, seeds outside the training seeds
+        options = collect.CollectOptions(Path(args.output), args.episodes, tuple(find_task(t) for t in args.task),
+                                         args.seed_start, args.camera_rate, args.render_processes, args.timeout,
+                                         args.storage, args.namespace, args.params_file)
     except ValueError as error:
         print(f"dreamzero collect: {error}", file=sys.stderr)
         return 2
-    options = collect.CollectOptions(Path(args.output), args.episodes, tasks, args.seed_start, args.camera_rate,
-                                     args.render_processes, args.timeout, args.storage, args.namespace,
-                                     args.params_file)
     results: list = []
 
     def report(result) -> None:
@@ -134,6 +132,46 @@ def run_collect(args: argparse.Namespace) -> int:
     if results:
         print(json.dumps(collect.summary(results)))
     return 0 if len(results) == args.episodes and all(r.metadata["success"] for r in results) else 1
+
+
+def run_eval_sim(args: argparse.Namespace) -> int:
+    """Closed-loop evaluation in the simulation (see :mod:`dreamzero_policy.eval_sim`) into the report folder; exit
+    status 0 when every episode ran (the success rate is in the report), 1 when the evaluation stopped early
+    (the report holds the episodes done), 2 on a bad argument."""
+    import rclpy
+
+    from dreamzero_embodiments.sim.demonstrator import PlanningError
+    from dreamzero_embodiments.sim.tasks import find_task
+    from dreamzero_policy import eval_sim
+
+    seeds = {} if args.seed_start is None else {"seed_start": args.seed_start}
+    try:  # unknown tasks, no episode, seeds outside the evaluation seeds, a bad checkpoint or sampler choice
+        options = eval_sim.EvalOptions(
+            Path(args.output), args.checkpoint, tuple(find_task(t) for t in args.task), args.episodes, **seeds,
+            sampler=args.sampler, steps=args.steps, prompt_override=args.prompt_override, timeout_s=args.timeout,
+            camera_rate_hz=args.camera_rate, render_processes=args.render_processes, device=args.device,
+            namespace=args.namespace, params_file=args.params_file)
+    except ValueError as error:
+        print(f"dreamzero eval-sim: {error}", file=sys.stderr)
+        return 2
+
+    def report(result) -> None:
+        print(json.dumps({k: v for k, v in result.record.items() if k != "final_state"}), flush=True)
+
+    with rclpy.init():
+        try:
+            eval_sim.run_eval(options, report)
+        except FileExistsError as error:
+            print(f"dreamzero eval-sim: {error}; choose another --output", file=sys.stderr)
+            return 2
+        except (PlanningError, TimeoutError, RuntimeError) as error:  # the episodes so far are in the report
+            print(f"dreamzero eval-sim: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("dreamzero eval-sim: interrupted", file=sys.stderr)
+            return 1
+    print((options.output_dir / "summary.md").read_text())
+    return 0
 
 
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help='e.g. "Touch the red cube.", "Touch the blue cube.", "Put the red cube in the '
                               'tray." (or a task name); repeat to alternate tasks over the episodes')
     collect.add_argument("-o", "--output", required=True, help="folder for episode_XXXX/{bag,metadata.json}")
-    collect.add_argument("--seed-start", type=int, default=0, help="episode i uses seed SEED_START + i")
+    collect.add_argument("--seed-start", type=int, default=0,
+                         help="episode i uses seed SEED_START + i (training seeds only: below sim/tasks.py "
+                              "EVALUATION_SEED_START, where eval-sim's seeds begin)")
     collect.add_argument("--camera-rate", type=float, default=15.0,
                          help="camera rate in simulated Hz (rendered in lockstep; ~40 ms per camera on a CPU)")
     collect.add_argument("--render-processes", type=int, default=3, choices=(1, 2, 3),
@@ -186,12 +226,49 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--namespace", default="", help="namespace of the simulated robot's topics")
     collect.add_argument("--params-file", default="", help="control_mux parameters (default launch/params/droid.yaml)")
     collect.set_defaults(func=run_collect)
+    _add_eval_sim_command(commands)
     _add_bag_commands(commands)
     # Options live in dreamzero_model.training.cli (imported only when training: it loads torch); see main().
     train = commands.add_parser("train", add_help=False, help="train DreamZero on a LeRobot dataset, one process or "
                                 "under torchrun ('dreamzero train --help' lists the options)")
     train.set_defaults(func=lambda args: main(["train"]))
+    # Options live in dreamzero_model.serving.cli (imported only when serving: it loads torch); see main().
+    serve = commands.add_parser("serve", add_help=False, help="the DreamZero WebSocket model server for official "
+                                "clients and the remote backend ('dreamzero serve --help' lists the options)")
+    serve.set_defaults(func=lambda args: main(["serve"]))
     return parser
+
+
+def _add_eval_sim_command(commands) -> None:
+    evaluate = commands.add_parser("eval-sim", help="closed-loop success rates of a policy in the simulation, through "
+                                                    "the ROS graph (sim -> policy -> adapter -> mux -> sim)")
+    evaluate.add_argument("--checkpoint", required=True, metavar="DIR|tiny|demonstrator",
+                          help="checkpoint directory, 'tiny' (random weights) or 'demonstrator' (the scripted "
+                               "demonstrator as the policy: the sanity row, about 100 %% success)")
+    evaluate.add_argument("--task", action="append", required=True, metavar="INSTRUCTION",
+                          help='e.g. "Touch the red cube." (or a task name); repeat to alternate tasks over episodes')
+    evaluate.add_argument("--episodes", type=int, default=1, help="number of episodes")
+    evaluate.add_argument("--seed-start", type=int, default=None,
+                          help="episode i uses seed SEED_START + i (default: the first evaluation seed, "
+                               "sim/tasks.py EVALUATION_SEED_START; lower seeds are training seeds)")
+    evaluate.add_argument("--sampler", default="standard", choices=("standard", "flash"),
+                          help="standard: UniPC 16 steps, official DiT cache, CFG 5.0; flash: Euler --steps, CFG 1.0, "
+                               "DiT cache on every step")
+    evaluate.add_argument("--steps", type=int, default=None, help="denoising steps of the flash sampler (default 1)")
+    evaluate.add_argument("--prompt-override", default="", metavar="TEXT",
+                          help="prompt every episode with TEXT instead of its task's instruction (success stays the "
+                               "task's; the report says whether the arm reached the prompted object)")
+    evaluate.add_argument("--timeout", type=float, default=30.0,
+                          help="simulated seconds from an episode's start before it ends unsuccessful")
+    evaluate.add_argument("--camera-rate", type=float, default=5.0,
+                          help="camera rate in simulated Hz, dividing 30 (5 Hz: the model's frame spacing, facts §1.8)")
+    evaluate.add_argument("--render-processes", type=int, default=3, choices=(1, 2, 3),
+                          help="child processes rendering the three cameras (1 on a 2-core machine)")
+    evaluate.add_argument("--device", default="cpu", help="torch device of the model, e.g. cuda:0")
+    evaluate.add_argument("-o", "--output", required=True, help="report folder (new or empty)")
+    evaluate.add_argument("--namespace", default="", help="namespace of the simulated robot's topics")
+    evaluate.add_argument("--params-file", default="", help="node parameters (default launch/params/droid.yaml)")
+    evaluate.set_defaults(func=run_eval_sim)
 
 
 def _bag_command(name: str):
@@ -292,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         from dreamzero_model.training.cli import main as train
 
         return train(argv[1:])
+    if argv[:1] == ["serve"]:
+        from dreamzero_model.serving.cli import main as serve
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -1,34 +1,33 @@
 """``dreamzero collect``: scripted demonstrations in the simulation, through the ROS graph, into bags.
 
 Per episode ``i`` (0-based) the seed is ``seed_start + i`` (it places the tray and cubes,
-``droid_world``) and the task is ``tasks[i % len(tasks)]`` (``sim/tasks.py``). In one process, on one
-executor, fresh for every episode:
+``droid_world``; training seeds only: below ``sim/tasks.py``'s ``EVALUATION_SEED_START``) and the task is
+``tasks[i % len(tasks)]`` (``sim/tasks.py``). In one process, on one executor, fresh for every episode:
 
-* ``sim_droid`` (seed, ``use_sim_clock``, ``lockstep_cameras``; joint states and the clock at
-  :data:`TICK_RATE_HZ`; its ``clock`` remapped to ``/clock``),
+* ``sim_droid`` (:func:`~dreamzero_policy.sim_episode.make_sim`: seed, ``use_sim_clock``,
+  ``lockstep_cameras``; joint states and the clock at :data:`TICK_RATE_HZ`; its ``clock`` remapped to ``/clock``),
 * ``control_mux`` (the params file's ``control_mux`` section, ``initial_mode`` teleop, on sim time at
   :data:`TICK_RATE_HZ`, so it limits, forwards and times out in simulated time),
 * a :class:`~dreamzero_policy.bags.record.BagRecorder` on sim time (bag stamps are simulated time)
   recording the cameras, ``joint_states``, every controller group's ``command_topic`` and ``/clock``,
 * :class:`Demonstrator`, the teleoperator: its plan (``sim/demonstrator.py``) is made before the graph
-  starts, from the seed's initial scene (the ready pose, the objects where the seed put them: what a
-  human operator would see); from the first joint state at or after :data:`START_S` of simulated time
-  (later only if the recorder was not recording every topic yet) it publishes, on every joint state,
-  the plan's command for that state's stamp on ``teleop/<group>`` (arm, gripper), which control_mux
-  forwards to the sim's controllers.
+  starts, from the seed's initial scene (``plan_from_initial_scene``); from the first joint state at or
+  after :data:`START_S` of simulated time (later only if the recorder was not recording every topic yet) it
+  publishes, on every joint state, the plan's command for that state's stamp on ``teleop/<group>`` (arm,
+  gripper), which control_mux forwards to the sim's controllers.
 
-Success is tested on every joint state from the simulator's state (``SimDroid.world_state`` shown
-in a model world of the same seed, ``Task.success``). An episode ends :data:`HOLD_S` of simulated time
-after the first success, or ``timeout_s`` of simulated time after the demonstration started, and
-is kept either way (``success`` false). Everything follows the sim's clock, the sim renders the
-cameras in lockstep and the plan and its start depend on the seed only, so a slow machine runs slower
-but records the same episode at the same simulated instants (frames, joint states, the start). What
-still depends on the machine is which simulated tick a command reaches the sim on: the demonstrator,
-control_mux's timer and the sim exchange messages asynchronously, and a loaded executor delays or
-skips a mux tick. Measured on the loaded 2-core development machine, two runs of one seed reach
-success within a tick of each other, their joint states differ by 0.01 rad on average and 0.09 rad
-at most (2-3 ticks of motion), and their frames match where the arm is still. Also machine
-dependent: where the bag begins (the recorder's discovery; before :data:`START_S`).
+Success is tested on every joint state from the simulator's state by a
+:class:`~dreamzero_policy.sim_episode.Referee` started at the demonstrator's first command: an episode ends
+:data:`HOLD_S` of simulated time after the first success, or ``timeout_s`` of simulated time after the
+demonstration started, and is kept either way (``success`` false). Everything follows the sim's clock, the
+sim renders the cameras in lockstep and the plan and its start depend on the seed only, so a slow machine
+runs slower but records the same episode at the same simulated instants (frames, joint states, the start).
+What still depends on the machine is which simulated tick a command reaches the sim on: the demonstrator,
+control_mux's timer and the sim exchange messages asynchronously, and a loaded executor delays or skips a
+mux tick. Measured on the loaded 2-core development machine, two runs of one seed reach success within a
+tick of each other, their joint states differ by 0.01 rad on average and 0.09 rad at most (2-3 ticks of
+motion), and their frames match where the arm is still. Also machine dependent: where the bag begins (the
+recorder's discovery; before :data:`START_S`).
 
 Output (``DIR`` = ``--output``; the folder of one episode must not exist yet)::
 
@@ -56,29 +55,29 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from dreamzero_embodiments.limits import JointLimitSet
-from dreamzero_embodiments.sim.demonstrator import Plan, plan_demonstration
+from dreamzero_embodiments.sim.demonstrator import Plan, plan_from_initial_scene
 from dreamzero_embodiments.sim.droid_world import DroidWorld
-from dreamzero_embodiments.sim.tasks import Task
+from dreamzero_embodiments.sim.tasks import Task, check_seeds
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_policy.bags.record import BagRecorder
-from dreamzero_policy.bringup import _flatten, activate, node_parameters
+from dreamzero_policy.bringup import activate, node_values, parameter_overrides, params_path
 from dreamzero_policy.conversions import joint_state_arrays, stamp_to_ns
 from dreamzero_policy.lifecycle import serving
-from dreamzero_policy.params import CONTROL_MUX_PARAMS
 from dreamzero_policy.qos import reliable_qos
+from dreamzero_policy.sim_episode import (HOLD_S, READY_TIMEOUT_S, SIM_EMBODIMENT, TICK_RATE_HZ, Referee,
+                                          demonstration_limits, make_sim, wait_for)
 
-TICK_RATE_HZ = 30.0  # sim ticks, joint states, /clock and mux commands: a multiple of 5, 10, 15 and 30 Hz cameras
-HOLD_S = 0.5  # simulated seconds an episode goes on after the first success (the bag shows the result)
 START_S = 1.0  # simulated: the demonstration starts here, after the recorder's discovery (every 0.5 s)
-READY_TIMEOUT_S = 120.0  # wall: render process start, discovery and the first frame on a busy machine
 WALL_PER_SIM_S = 20.0  # wall seconds allowed per simulated second before an episode counts as stalled
-POLL_S = 0.05
-SIM_EMBODIMENT = "droid"
 
 
 @dataclass(frozen=True)
 class CollectOptions:
-    """What ``dreamzero collect`` was asked for (see module docstring)."""
+    """What ``dreamzero collect`` was asked for (see module docstring).
+
+    Raises:
+        ValueError: no task, fewer than one episode, or seeds outside the training seeds (``check_seeds``).
+    """
 
     output_dir: Path
     episodes: int
@@ -90,6 +89,11 @@ class CollectOptions:
     storage: str = "mcap"
     namespace: str = ""
     params_file: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.tasks or self.episodes < 1:
+            raise ValueError(f"need at least one task and one episode, got {len(self.tasks)} and {self.episodes}")
+        check_seeds(self.seed_start, self.episodes, "training")
 
 
 @dataclass(frozen=True)
@@ -106,11 +110,9 @@ class EpisodeResult:
 
 class Demonstrator(Node):
     """The teleoperator stand-in (see module docstring): publishes ``plan.at(t)`` on ``teleop/<group>`` for
-    each joint state's stamp t, and ends the episode through ``referee`` (returns the sim's time and whether
-    the task succeeded, or None once the sim is gone)."""
+    each joint state's stamp t, then asks ``referee`` to judge; the first command starts the referee."""
 
-    def __init__(self, spec: EmbodimentSpec, referee: Callable[[], tuple[float, bool] | None], hold_s: float,
-                 timeout_s: float, start_at_s: float, namespace: str = "") -> None:
+    def __init__(self, spec: EmbodimentSpec, referee: Referee, start_at_s: float, namespace: str = "") -> None:
         super().__init__("demonstrator", namespace=namespace,
                          parameter_overrides=[Parameter("use_sim_time", value=True)])
         arm_names, gripper_names = spec.state_names[:7], spec.state_names[7:]
@@ -122,15 +124,10 @@ class Demonstrator(Node):
         self._arm_pub = self.create_publisher(Float64MultiArray, f"teleop/{groups[arm_names].name}", reliable_qos())
         self._gripper_pub = self.create_publisher(Float64MultiArray, f"teleop/{groups[gripper_names].name}",
                                                   reliable_qos())
-        self._referee, self._hold_s, self._timeout_s, self._start_at_s = referee, hold_s, timeout_s, start_at_s
+        self._referee, self._start_at_s = referee, start_at_s
         self._lock = threading.Lock()
         self._positions: np.ndarray | None = None
         self._plan: Plan | None = None
-        self.start_s: float | None = None
-        self.success_s: float | None = None
-        self.end_s: float | None = None
-        self.last_sim_s = 0.0
-        self.done = threading.Event()
         self.create_subscription(JointState, spec.joint_states_topic, self._on_joint_state, reliable_qos())
 
     @property
@@ -153,35 +150,13 @@ class Demonstrator(Node):
         with self._lock:
             self._positions = np.array([by_name[n] for n in self._names])
             plan = self._plan
-            if plan is None or self.done.is_set() or t_s < self._start_at_s - 1e-6:
+            if plan is None or self._referee.done.is_set() or t_s < self._start_at_s - 1e-6:
                 return
-            if self.start_s is None:
-                self.start_s = t_s
-        arm, gripper = plan.at(t_s - self.start_s)
+            self._referee.start(t_s)
+        arm, gripper = plan.at(t_s - self._referee.start_s)
         self._arm_pub.publish(Float64MultiArray(data=arm.tolist()))
         self._gripper_pub.publish(Float64MultiArray(data=[gripper]))
-        self._judge()
-
-    def _judge(self) -> None:
-        verdict = self._referee()
-        if verdict is None:
-            return
-        sim_s, success = verdict
-        self.last_sim_s = sim_s
-        if success and self.success_s is None:
-            self.success_s = sim_s
-        if (self.success_s is not None and sim_s - self.success_s >= self._hold_s) or (
-                sim_s - self.start_s >= self._timeout_s):
-            self.end_s = sim_s
-            self.done.set()
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"dreamzero collect: no {what} within {timeout_s:g} s")
-        time.sleep(POLL_S)
+        self._referee.judge()
 
 
 def recorded_topics(spec: EmbodimentSpec, namespace: str) -> list[str]:
@@ -195,39 +170,19 @@ def recorded_topics(spec: EmbodimentSpec, namespace: str) -> list[str]:
 def _graph(options: CollectOptions, seed: int, bag: Path, spec: EmbodimentSpec):
     """The episode's sim, mux and recorder (see module docstring)."""
     from dreamzero_policy.control_mux import ControlMux
-    from dreamzero_policy.paths import share_dir
-    from dreamzero_policy.sim_droid import SimDroid
 
-    sim = SimDroid(namespace=options.namespace, cli_args=["--ros-args", "-r", "clock:=/clock"],
-                   parameter_overrides=[Parameter(k, value=v) for k, v in {
-                       "seed": seed, "use_sim_clock": True, "lockstep_cameras": True,
-                       "camera_rate_hz": options.camera_rate_hz, "joint_state_rate_hz": TICK_RATE_HZ,
-                       "render_processes": options.render_processes}.items()])
+    sim = make_sim(seed, options.camera_rate_hz, options.render_processes, options.namespace)
     try:
-        params_file = Path(options.params_file) if options.params_file else (
-            share_dir() / "launch" / "params" / f"{SIM_EMBODIMENT}.yaml")
-        mux_values = {**_flatten(node_parameters(params_file, "control_mux")), "embodiment": SIM_EMBODIMENT,
-                      "initial_mode": "teleop", "command_rate_hz": TICK_RATE_HZ, "use_sim_time": True}
-        mux = ControlMux(namespace=options.namespace,
-                         parameter_overrides=[Parameter(k, value=v) for k, v in mux_values.items()])
+        mux_values = node_values(params_path(options.params_file, SIM_EMBODIMENT), "control_mux", {
+            "embodiment": SIM_EMBODIMENT, "initial_mode": "teleop", "command_rate_hz": TICK_RATE_HZ,
+            "use_sim_time": True})
+        mux = ControlMux(namespace=options.namespace, parameter_overrides=parameter_overrides(mux_values))
         recorder = BagRecorder(bag, recorded_topics(spec, options.namespace), options.storage,
                                parameter_overrides=[Parameter("use_sim_time", value=True)])
     except Exception:
         sim.destroy_node()
         raise
     return sim, mux, recorder
-
-
-def demonstration_limits(params_file: str) -> JointLimitSet:
-    """The robot's limits over the DROID state names (7 arm joints, gripper; ROS units) as control_mux
-    enforces them: ``urdf/droid.urdf.xacro`` and the mux's ``limits.*`` parameters."""
-    from dreamzero_policy.paths import share_dir
-    from dreamzero_policy.robot_limits import LimitSettings, robot_limits
-
-    path = Path(params_file) if params_file else share_dir() / "launch" / "params" / f"{SIM_EMBODIMENT}.yaml"
-    values = {**{p.name: p.default for p in CONTROL_MUX_PARAMS}, **_flatten(node_parameters(path, "control_mux"))}
-    spec = load_embodiment(SIM_EMBODIMENT)
-    return robot_limits(spec, LimitSettings.from_values(values)).select(spec.state_names)
 
 
 def collect_episode(options: CollectOptions, index: int, limits: JointLimitSet) -> EpisodeResult:
@@ -242,52 +197,42 @@ def collect_episode(options: CollectOptions, index: int, limits: JointLimitSet) 
     folder = options.output_dir / f"episode_{index:04d}"
     if folder.exists():
         raise FileExistsError(f"{folder} exists")
-    closed_rad = next(k for k in spec.state if k.key == "gripper_position").unit_map.ros[1]
     started = time.monotonic()
     model = DroidWorld(seed, spec=spec)  # kinematic model: the plan's IK and the success test
     try:
-        plan = plan_demonstration(model, task, model.state(), limits, closed_rad)  # the seed's initial scene
+        plan = plan_from_initial_scene(model, task, limits)
         folder.mkdir(parents=True)
         sim, mux, recorder = _graph(options, seed, folder / "bag", spec)
         wanted = recorded_topics(spec, options.namespace)
         streams = [t for t in wanted if not t.endswith(tuple(g.command_topic for g in spec.controller_groups))]
-
-        def referee() -> tuple[float, bool] | None:
-            state = sim.world_state()
-            if state is None:
-                return None
-            model.show(state)
-            return state.time_s, task.success(model)
-
+        referee = Referee(sim.world_state, model, task, HOLD_S, options.timeout_s)
         try:
-            demonstrator = Demonstrator(spec, referee, HOLD_S, options.timeout_s, START_S, options.namespace)
+            demonstrator = Demonstrator(spec, referee, START_S, options.namespace)
         except Exception:
             for node in (sim, mux, recorder):
                 node.destroy_node()
             raise
         with serving([sim, mux, recorder, demonstrator], "collect-executor", threads=4):
             activate([mux])
-            _wait(lambda: set(recorder.topics) == set(wanted) and all(recorder.counts[t] > 0 for t in streams)
-                  and demonstrator.positions is not None, READY_TIMEOUT_S, f"recording of every topic {wanted}")
+            wait_for(lambda: set(recorder.topics) == set(wanted) and all(recorder.counts[t] > 0 for t in streams)
+                     and demonstrator.positions is not None, READY_TIMEOUT_S, f"recording of every topic {wanted}")
             demonstrator.start(plan)
             stalled_s = READY_TIMEOUT_S + WALL_PER_SIM_S * options.timeout_s
-            if not demonstrator.done.wait(stalled_s):
+            if not referee.done.wait(stalled_s):
                 raise TimeoutError(f"dreamzero collect: episode {index} did not end within {stalled_s:g} s "
-                                   f"(simulated time {demonstrator.last_sim_s:.1f} s)")
+                                   f"(simulated time {referee.last_sim_s:.1f} s)")
         counts = dict(recorder.counts)
     finally:
         model.close()
-    metadata = {"instruction": task.instruction, "seed": seed, "success": demonstrator.success_s is not None,
-                "duration_s": round(demonstrator.end_s - demonstrator.start_s, 6), "task": task.name}
+    metadata = {"instruction": task.instruction, "seed": seed, "success": referee.success_s is not None,
+                "duration_s": round(referee.end_s - referee.start_s, 6), "task": task.name}
     (folder / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return EpisodeResult(metadata, folder, counts, time.monotonic() - started, demonstrator.end_s)
+    return EpisodeResult(metadata, folder, counts, time.monotonic() - started, referee.end_s)
 
 
 def run_collect(options: CollectOptions, report: Callable[[EpisodeResult], None] | None = None) -> list[EpisodeResult]:
     """Collect ``options.episodes`` episodes in a row (rclpy must be initialised); ``report`` is called after
     each one."""
-    if options.episodes < 1 or not options.tasks:
-        raise ValueError(f"need at least one episode and one task, got {options.episodes} and {options.tasks}")
     limits = demonstration_limits(options.params_file)
     results = []
     for index in range(options.episodes):

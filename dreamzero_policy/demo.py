@@ -29,7 +29,7 @@ from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy.bringup import GraphOptions, running
 from dreamzero_policy.conversions import image_to_rgb, joint_state_arrays, message_to_chunk
 from dreamzero_policy.qos import camera_qos, reliable_qos
-from dreamzero_policy.video import Mp4Writer, side_by_side
+from dreamzero_policy.video import Mp4Writer, camera_row
 
 VIDEO_FPS = 5  # the model's own video rate for DROID (facts §1.8)
 FIRST_CHUNK_TIMEOUT_S = 300.0  # model process start and first inference on a slow or busy machine
@@ -106,7 +106,7 @@ class DemoRecorder(Node):
             predicted = self.recording.predicted
         if any(v is None for v in views):
             return
-        row = side_by_side(np.concatenate(views, axis=1), predicted)
+        row = camera_row(views, predicted)
         with self.lock:
             self.recording.frames.append(row)
 

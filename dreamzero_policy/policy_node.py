@@ -34,6 +34,7 @@ import threading
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -89,11 +90,15 @@ def make_backend(settings: PolicySettings, spec: EmbodimentSpec) -> PolicyBacken
 
 
 class PolicyNode(ManagedNode):
-    """See module docstring."""
+    """See module docstring. ``backend_factory`` builds the backend on configure from the settings and the
+    embodiment (default :func:`make_backend`); an in-process supervisor may pass another, e.g. ``dreamzero
+    eval-sim`` its scripted demonstrator."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, backend_factory: Callable[[PolicySettings, EmbodimentSpec], PolicyBackend] = make_backend,
+                 **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         declare(self, POLICY_NODE_PARAMS)
+        self._backend_factory = backend_factory
         self.declare_parameter("autostart", False)
         self._settings: PolicySettings | None = None
         self._spec: EmbodimentSpec | None = None
@@ -156,7 +161,7 @@ class PolicyNode(ManagedNode):
         self._state_gate = JointStateGate(robot_limits(spec, robot), spec.safety)
         self._scheduler = QueryScheduler(settings.execute_steps, spec.timing.dt)
         self._unroute_backend_logs = route_backend_logs(self._log_from_backend)
-        self._backend = make_backend(settings, spec)
+        self._backend = self._backend_factory(settings, spec)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-inference")
         self._chunk_pub = self.create_lifecycle_publisher(ActionChunk, "~/action_chunk", reliable_qos())
         self._video_pub = self.create_lifecycle_publisher(Image, "~/predicted_video", reliable_qos(depth=8))

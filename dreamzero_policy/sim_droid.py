@@ -15,7 +15,10 @@ behind is dropped, so after a stall the sim runs late instead of spiralling) and
 the node clock. With ``use_sim_clock`` true the sim keeps its own time: every tick advances it by
 one tick period whatever the wall clock did, publishes it on ``clock`` and stamps with it; run the
 other nodes with ``use_sim_time:=true`` (remap ``clock`` to ``/clock`` under a namespace) and keep
-``use_sim_time`` false on this node, whose timers must run on wall time to drive the clock.
+``use_sim_time`` false on this node, whose timers must run on wall time to drive the clock. A
+supervisor in the same process may stop simulated time with :meth:`SimDroid.hold_time` (``dreamzero
+eval-sim`` stops it while the policy computes): held ticks do nothing at all (no physics, clock, joint
+state or frame), so to every node on ``/clock`` the world waits.
 
 Cameras. A render timer at ``camera_rate_hz`` in its own MutuallyExclusiveCallbackGroup snapshots
 the world and renders all cameras of that instant; the images carry the snapshot's stamp.
@@ -101,6 +104,7 @@ class SimDroid(Node):
         self._steps_done = 0
         self._cameras_failed = False
         self._frames = 0  # lockstep_cameras: index k of the last frame time rendered
+        self._held = False  # hold_time: ticks do nothing
         try:
             self._setup()
         except Exception:
@@ -177,7 +181,7 @@ class SimDroid(Node):
     def _tick(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
         with self._lock:  # publishing inside too: after teardown nothing publishes on destroyed publishers
-            if self._world is None or not self.context.ok():
+            if self._world is None or self._held or not self.context.ok():
                 return
             self._world.step(self._due_steps(now_ns) * self._world.physics_dt_s)
             names, positions = self._world.joint_positions()
@@ -199,6 +203,17 @@ class SimDroid(Node):
             return False
         self._frames = frame
         return True
+
+    def hold_time(self, held: bool) -> None:
+        """Stop (``held``) or restart simulated time; a tick running now finishes first (see "Timing").
+
+        Raises:
+            ValueError: without ``use_sim_clock`` (the sim then follows the node clock, which it cannot stop).
+        """
+        if not self._settings.use_sim_clock:
+            raise ValueError("hold_time needs use_sim_clock: only a simulated clock can be stopped")
+        with self._lock:
+            self._held = held
 
     def world_state(self) -> WorldState | None:
         """A snapshot of the simulated world (joints, object poses, simulated time; ``droid_world.WorldState``)

@@ -3,7 +3,8 @@
 :func:`plan_demonstration` turns a task and a world state (start joints, object poses) into a
 :class:`Plan`: the arm and gripper positions to command at each time from its start, in ROS units
 (7 arm joints in rad, gripper 0 rad open .. 0.81 rad closed). ``dreamzero collect`` publishes it
-as a teleoperator would (teleop/arm, teleop/gripper through control_mux); :func:`rollout` executes it
+as a teleoperator would (teleop/arm, teleop/gripper through control_mux), ``dreamzero eval-sim`` as the
+policy of its sanity row (``dreamzero_policy/backends/demonstrator.py``); :func:`rollout` executes it
 on a stepped :class:`DroidWorld` directly, without ROS.
 
 How a plan is made. A task is a short script of segments: ``hold`` (stand still), ``move`` (the grasp
@@ -276,6 +277,19 @@ def plan_demonstration(model: DroidWorld, task: Task, state: WorldState, limits:
     return builder.plan()
 
 
+def plan_from_initial_scene(model: DroidWorld, task: Task, limits: JointLimitSet) -> Plan:
+    """The plan that solves ``task`` from ``model``'s state as built: a fresh DroidWorld of the episode's seed,
+    never stepped (the ready pose, the objects where the seed put them: what an operator sees before starting).
+    ``dreamzero collect`` teleoperates with it, and ``dreamzero eval-sim``'s demonstrator policy answers with it.
+    The gripper closes to the closed position of the world's spec (``droid.yaml``'s gripper unit map).
+
+    Raises:
+        PlanningError: a pose out of reach within the limits (see :func:`plan_demonstration`).
+    """
+    gripper = next(k for k in model.spec.state if k.key == "gripper_position")  # DroidWorld checked it exists
+    return plan_demonstration(model, task, model.state(), limits, gripper.unit_map.ros[1])
+
+
 @dataclass(frozen=True)
 class Rollout:
     """What :func:`rollout` saw. success_s: simulated time of the first success (None: never);
@@ -314,4 +328,4 @@ def rollout(world: DroidWorld, plan: Plan, success: Callable[[DroidWorld], bool]
 
 
 __all__ = ["Plan", "PlanningError", "Rollout", "grasp_yaw", "hand_down", "minimum_jerk", "plan_demonstration",
-           "rollout"]
+           "plan_from_initial_scene", "rollout"]

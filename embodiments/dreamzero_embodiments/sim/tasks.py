@@ -11,6 +11,11 @@ episode of the same task). :data:`TASKS` is the family:
   in x and y), the cube rests low in the tray (its centre at most :data:`RESTING_SLACK_M` above where it
   would lie on the floor), and the gripper has let go (farther than :data:`RELEASED_DISTANCE_M`).
 
+Seeds. A seed is one episode of a task (it places the objects). The seed space is split once, at
+:data:`EVALUATION_SEED_START`: demonstrations for training (``dreamzero collect``) take seeds below it,
+closed-loop evaluation (``dreamzero eval-sim``) seeds at or above it, so no evaluated scene was ever
+trained on; :func:`check_seeds` enforces it for both.
+
 Success is computed from the simulator state only (object poses, joint positions, pybullet's closest
 points), at the instant of the call: a world that is stepped, or a model world that :meth:`DroidWorld.show`
 put into a snapshot of another one (``dreamzero collect`` tests the sim node's state that way).
@@ -31,6 +36,8 @@ TOUCH_DISTANCE_M = 0.002
 RELEASED_DISTANCE_M = 0.005  # the fingers have opened away from the cube
 RESTING_SLACK_M = 0.015  # a cube tilted on the rim's foot sits up to ~1 cm higher than on the floor
 KINDS = ("touch", "put_in_tray")
+EVALUATION_SEED_START = 1_000_000  # first evaluation seed; training seeds lie below (module docstring)
+SEED_USES = ("training", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -89,4 +96,25 @@ def find_task(text: str) -> Task:
                      f"{[t.name for t in TASKS]})")
 
 
-__all__ = ["KINDS", "RELEASED_DISTANCE_M", "TASKS", "TOUCH_DISTANCE_M", "Task", "cube_in_tray", "find_task"]
+def check_seeds(first: int, count: int, use: str) -> None:
+    """Refuse seeds ``first`` .. ``first + count - 1`` for ``use`` (:data:`SEED_USES`) when they cross the split.
+
+    Raises:
+        ValueError: a seed on the wrong side of :data:`EVALUATION_SEED_START` (the message names the range and
+            the split), a negative first seed or count below 1, or an unknown use.
+    """
+    if use not in SEED_USES:
+        raise ValueError(f"unknown seed use {use!r}; one of {SEED_USES}")
+    if first < 0 or count < 1:
+        raise ValueError(f"seeds start at 0 and an episode range holds at least one, got first {first}, count {count}")
+    last = first + count - 1
+    if use == "training" and last >= EVALUATION_SEED_START:
+        raise ValueError(f"training seeds {first}..{last} reach the evaluation seeds (from {EVALUATION_SEED_START} "
+                         f"on): choose seeds below {EVALUATION_SEED_START}")
+    if use == "evaluation" and first < EVALUATION_SEED_START:
+        raise ValueError(f"evaluation seeds {first}..{last} include training seeds (below {EVALUATION_SEED_START}): "
+                         f"choose seeds from {EVALUATION_SEED_START} on")
+
+
+__all__ = ["EVALUATION_SEED_START", "KINDS", "RELEASED_DISTANCE_M", "SEED_USES", "TASKS", "TOUCH_DISTANCE_M", "Task",
+           "check_seeds", "cube_in_tray", "find_task"]
