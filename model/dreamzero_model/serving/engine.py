@@ -113,6 +113,11 @@ class Engine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def live_contexts(self) -> int:
+        """Sessions whose context (KV cache) this engine holds now."""
+        return len(self._policies)
+
     def kv_cache_bytes_per_session(self) -> int:
         """Bytes of one session's KV cache (keys and values, every layer, the whole window of
         ``local_attn_size`` latent frames, one row per CFG branch; facts §2.5, §3.2), allocated at its first call.
