@@ -57,7 +57,7 @@ def test_14b_config_has_the_published_dimensions() -> None:
 def test_unknown_config_name_suggests_the_closest() -> None:
     with pytest.raises(ValueError, match="did you mean 'dreamzero_14b'"):
         get_config("dreamzero_14")
-    assert set(config_names()) == {"tiny", "dreamzero_14b", "dreamzero_5b"}
+    assert set(config_names()) == {"tiny", "tiny_sim", "dreamzero_14b", "dreamzero_5b"}
 
 
 def test_inconsistent_config_is_rejected_with_the_reason() -> None:

@@ -102,7 +102,9 @@ def test_presets_carry_the_published_structure_and_statistics() -> None:
     assert len(wan22.latents_mean) == len(wan22.latents_std) == 48
     tiny = get_vae_config("tiny")
     assert (tiny.z_dim, tiny.spatial_downsample, tiny.temporal_downsample) == (16, 8, 4)
-    assert set(vae_config_names()) == {"wan21", "wan22", "tiny"}
+    tiny_sim = get_vae_config("tiny_sim")  # the same latent structure, narrower and one block per stage
+    assert (tiny_sim.z_dim, tiny_sim.spatial_downsample, tiny_sim.temporal_downsample) == (16, 8, 4)
+    assert set(vae_config_names()) == {"wan21", "wan22", "tiny", "tiny_sim"}
 
 
 def test_unknown_or_inconsistent_config_is_rejected_with_the_reason() -> None:
