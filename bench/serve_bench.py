@@ -1,0 +1,229 @@
+"""``dreamzero serve`` under concurrent DROID sessions: calls/s, round-trip percentiles, server overhead.
+
+For each session count N (``--sessions``, default 1 2 4) a fresh server runs as a subprocess
+(``python -m dreamzero_model.serving --checkpoint tiny --port 0 --quiet --no-warmup``), gets one
+untimed 2-call warm-up session, then N sessions in N separate processes start together (a barrier)
+and each makes ``--calls`` infer calls. A session is built like the official DROID client: a sync
+websockets connection to ``/oxe_droid`` (no compression, no size limit), the handshake read first,
+requests from ``protocol.build_request`` packed with openpi's ``msgpack_numpy``. Its observations are
+random uint8 frames of the three DROID cameras (180x320): 1 frame per camera on the first call, then
+9-frame continuations. A round trip is pack + send + receive + unpack (the official ``infer``);
+frames are made before the clock starts.
+
+Per N: calls/s over the wall time of all sessions (first start to last end), p50/p95 round trip, and
+the server's own figures from ``GET /metrics`` after the run (summaries over every call of that
+server, the 2 warm-up calls included): infer, model, overhead (infer minus model: decoding, queueing,
+``model_mosaics`` stitching, encoding) and queue-wait p50.
+
+Direct reference, in this process, just before N = 1: the same checkpoint loaded as
+``WamPolicy.from_pretrained(..., "oxe_droid", decode_video=False)`` and the same call sequence run as
+the server runs it (``model_mosaics`` + ``WamPolicy.infer``, each timed), after its own 2-call warm-up.
+Client-side overhead at 1 session = median round trip - median direct call (issue target: <= 5 ms).
+
+Threads: the server and the direct reference both run torch with ``--threads`` (default 1) intra-op
+threads, so they compare like for like and the client processes keep the other core; numpy in the
+clients is pinned to 1 thread (``OMP_NUM_THREADS=1``). Figures are relative, on a shared 2-core
+machine: compare rows of one run, not runs; the load average is printed with them.
+
+Usage:
+    PYTHONPATH=embodiments:model:. .venv/bin/python bench/serve_bench.py [--sessions 1 2 4] [--calls 20] [--json]
+Figures measured go to bench/RESULTS.md together with the command.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: every client process single-threaded
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from openpi_client import msgpack_numpy
+from websockets.sync.client import connect
+
+from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
+from dreamzero_model.mosaics import model_mosaics
+from dreamzero_model.serving.protocol import build_request, embodiment_url, wire_keys
+
+PROMPT = "Pick up the cup."
+CONTINUATION_FRAMES = 9  # facts §1.8: the training frame count of a continuation
+WARMUP_CALLS = 2         # untimed: a first call and one continuation
+START_TIMEOUT_S = 300.0
+LISTENING = "listening on "
+METRICS = ("infer", "model", "overhead", "queue_wait")
+
+
+def observation(spec: EmbodimentSpec, seed: int, call: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Camera key -> uint8[T, 180, 320, 3] (T = 1 on call 0, else 9) and float64[S] state of call ``call``."""
+    rng = np.random.default_rng([seed, call])
+    frames = 1 if call == 0 else CONTINUATION_FRAMES
+    views = {c.key: rng.integers(0, 256, (frames, *c.resolution, 3), dtype=np.uint8) for c in spec.cameras}
+    return views, rng.uniform(-0.5, 0.5, len(spec.state_names))
+
+
+def run_session(url: str, session_id: str, calls: int, seed: int, barrier=None) -> tuple[float, float, list[float]]:
+    """One DROID session of ``calls`` calls; (start, end, round-trip seconds per call), monotonic clock."""
+    spec = load_embodiment("droid")
+    keys = wire_keys(spec)
+    requests = [build_request(*observation(spec, seed, k), PROMPT, session_id, spec, keys) for k in range(calls)]
+    with connect(embodiment_url(url, spec.embodiment_tag), compression=None, max_size=None, proxy=None) as ws:
+        msgpack_numpy.unpackb(ws.recv(timeout=120))  # handshake
+        if barrier is not None:
+            barrier.wait()
+        rtts = []
+        start = time.perf_counter()
+        for request in requests:
+            sent = time.perf_counter()
+            ws.send(msgpack_numpy.packb(request))
+            reply = ws.recv(timeout=600)
+            if isinstance(reply, str):
+                raise RuntimeError(f"session {session_id}: server error:\n{reply}")
+            msgpack_numpy.unpackb(reply)
+            rtts.append(time.perf_counter() - sent)
+        return start, time.perf_counter(), rtts
+
+
+def _session_worker(url: str, index: int, calls: int, barrier, results) -> None:
+    results.put((index, run_session(url, f"bench-{index}", calls, seed=index, barrier=barrier)))
+
+
+class Server:
+    """``dreamzero serve --checkpoint tiny`` on a free port; stderr goes to a temporary log."""
+
+    def __init__(self, threads: int, max_sessions: int) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="serve-bench-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dreamzero_model.serving", "--checkpoint", "tiny", "--port", "0", "--quiet",
+             "--no-warmup", "--cpu-threads", str(threads), "--max-sessions", str(max_sessions)],
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.process.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(START_TIMEOUT_S)
+        if not line or not line[0].startswith(LISTENING):
+            self.process.kill()
+            raise RuntimeError(f"server did not start ({line!r}); log:\n{Path(self.log.name).read_text()[-3000:]}")
+        self.url = line[0][len(LISTENING):].strip()
+
+    def metrics_p50_ms(self) -> dict[str, float]:
+        """Summary name -> its p50 in ms, from ``/metrics``."""
+        with urllib.request.urlopen("http" + self.url[2:] + "/metrics", timeout=30) as response:  # noqa: S310
+            text = response.read().decode()
+        samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+        return {m: 1e3 * float(samples[f'dreamzero_{m}_seconds{{quantile="0.5"}}']) for m in METRICS}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(60)
+        finally:
+            self.process.kill()
+            self.process.stdout.close()
+            self.log.close()
+            os.unlink(self.log.name)
+
+
+def run_concurrent(sessions: int, calls: int, threads: int, max_sessions: int) -> dict:
+    """N sessions in N processes against a fresh server: calls/s, round-trip p50/p95 and the server's p50s."""
+    server = Server(threads, max_sessions)
+    try:
+        run_session(server.url, "warmup", WARMUP_CALLS, seed=1000)
+        context = mp.get_context("spawn")
+        barrier, results = context.Barrier(sessions), context.Queue()
+        workers = [context.Process(target=_session_worker, args=(server.url, i, calls, barrier, results))
+                   for i in range(sessions)]
+        for worker in workers:
+            worker.start()
+        outcomes = [results.get(timeout=3600)[1] for _ in workers]
+        for worker in workers:
+            worker.join()
+        server_ms = server.metrics_p50_ms()
+    finally:
+        server.stop()
+    rtts = sorted(r for _, _, session in outcomes for r in session)
+    wall = max(end for _, end, _ in outcomes) - min(start for start, _, _ in outcomes)
+    return {"sessions": sessions, "calls_per_s": len(rtts) / wall, "p50_ms": 1e3 * statistics.median(rtts),
+            "p95_ms": 1e3 * rtts[min(len(rtts) - 1, int(np.ceil(0.95 * len(rtts))) - 1)],
+            **{f"server_{m}_p50_ms": v for m, v in server_ms.items()}}
+
+
+def run_direct(calls: int, threads: int) -> list[tuple[float, float]]:
+    """(``model_mosaics`` s, ``WamPolicy.infer`` s) per call, the server's sequence, in this process."""
+    import torch
+
+    from dreamzero_model.policy import WamPolicy
+    from dreamzero_model.serving.engine import resolve_checkpoint
+
+    torch.set_num_threads(threads)
+    spec = load_embodiment("droid")
+    loaded = WamPolicy.from_pretrained(resolve_checkpoint("tiny"), spec.embodiment_tag, decode_video=False,
+                                       progress=False)
+    size = loaded.model.config.mosaic_size
+
+    def context(n: int, seed: int) -> list[tuple[float, float]]:
+        policy = WamPolicy(loaded.model, loaded.metadata, loaded.tokenizer, decode_video=False)  # as Engine does
+        seconds = []
+        for views, state in (observation(spec, seed, k) for k in range(n)):
+            started = time.perf_counter()
+            video = model_mosaics(views, spec, size)
+            stitched = time.perf_counter()
+            policy.infer(video, state, prompt=PROMPT)
+            seconds.append((stitched - started, time.perf_counter() - stitched))
+        return seconds
+
+    context(WARMUP_CALLS, seed=1000)
+    return context(calls, seed=0)  # seed 0: session 0's observations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4], help="concurrent session counts")
+    parser.add_argument("--calls", type=int, default=20, help="infer calls per session")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the server and the direct run")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+
+    rows, direct = [], None
+    for n in args.sessions:
+        if n == 1 and direct is None:
+            direct = run_direct(args.calls, args.threads)
+        rows.append(run_concurrent(n, args.calls, args.threads, max_sessions=max(args.sessions) + 1))
+    result = {"calls_per_session": args.calls, "threads": args.threads, "rows": rows,
+              "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    if direct is not None:
+        one = next(r for r in rows if r["sessions"] == 1)
+        result["direct_p50_ms"] = 1e3 * statistics.median(a + b for a, b in direct)
+        result["direct_mosaics_p50_ms"] = 1e3 * statistics.median(a for a, _ in direct)
+        result["direct_infer_p50_ms"] = 1e3 * statistics.median(b for _, b in direct)
+        result["client_overhead_1_session_ms"] = one["p50_ms"] - result["direct_p50_ms"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{args.calls} calls per session, torch threads {args.threads}, load average {result['loadavg']}")
+    print("| sessions | calls/s | p50 ms | p95 ms | server infer p50 | server model p50 | server overhead p50 "
+          "| server queue wait p50 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['sessions']} | {r['calls_per_s']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+              f"| {r['server_infer_p50_ms']:.1f} | {r['server_model_p50_ms']:.1f} "
+              f"| {r['server_overhead_p50_ms']:.1f} | {r['server_queue_wait_p50_ms']:.1f} |")
+    if direct is not None:
+        print(f"direct model_mosaics + infer p50: {result['direct_p50_ms']:.1f} ms (model_mosaics "
+              f"{result['direct_mosaics_p50_ms']:.1f}, infer {result['direct_infer_p50_ms']:.1f}); client-side "
+              f"overhead at 1 session (round trip p50 - direct p50): {result['client_overhead_1_session_ms']:.1f} ms "
+              f"(target <= 5 ms)")
+
+
+if __name__ == "__main__":
+    main()
