@@ -173,14 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dreamzero serve: {error}", file=sys.stderr)
         return 2
     engine = server.engine
-    if not getattr(engine, "serves_socket", True):  # rank 1 under torchrun: mirrors rank 0's calls
+    if not engine.serves_socket:  # rank 1 under torchrun: mirrors rank 0's calls
         engine.serve_forever()
         return 0
     try:
         return asyncio.run(serve(server))
     finally:
-        if hasattr(engine, "stop"):
-            engine.stop()  # rank 0: end rank 1
+        engine.stop()  # under torchrun: ends rank 1
 
 
 if __name__ == "__main__":

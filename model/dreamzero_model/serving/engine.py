@@ -114,6 +114,15 @@ class Engine:
         return next(self.model.parameters()).device
 
     @property
+    def serves_socket(self) -> bool:
+        """True: one process serves the socket (:class:`~dreamzero_model.serving.distributed.DistributedEngine`
+        says False on its mirroring rank)."""
+        return True
+
+    def stop(self) -> None:
+        """Nothing to end in one process (the distributed engine stops its other rank here)."""
+
+    @property
     def live_contexts(self) -> int:
         """Sessions whose context (KV cache) this engine holds now."""
         return len(self._policies)
