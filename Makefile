@@ -1,5 +1,5 @@
 # dreamzero-ros: two commands do all set-up on a fresh machine (README.md).
-#   make demo   closed-loop simulated robot driven by the policy (arrives with issue 7)
+#   make demo   one closed-loop task episode of the simulated robot, driven by the trained tiny model
 #   make test   the test suite (CI runs exactly this through .ci/run)
 # Both create or reuse the virtual environment .venv. Every set-up step leaves a stamp file in
 # .venv/.stamps and is skipped while the stamp is newer than its inputs, so a second run is fast.
@@ -32,7 +32,7 @@ RUN_ENV := AMENT_PREFIX_PATH=$(VENV_ABS) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 .PHONY: help setup demo test clean distclean
 
 help:
-	@echo "make demo    run the closed-loop simulated robot driven by the policy"
+	@echo "make demo    one closed-loop task episode of the simulated robot (trained tiny model; runs/demo-*)"
 	@echo "make test    run the test suite"
 	@echo "make setup   only create/refresh .venv (both targets above do it themselves)"
 	@echo "make clean   remove build leftovers;  make distclean  also remove .venv"

@@ -3,8 +3,9 @@
 One distribution carries three import packages (ARCHITECTURE.md section 1):
 ``dreamzero_policy`` (ROS layer, ``dreamzero_policy/``), ``dreamzero_model`` (PyTorch, ``model/``)
 and ``dreamzero_embodiments`` (numpy/scipy, ``embodiments/``). ``data_files`` registers the package
-in the ament index and installs package.xml, launch files, robot descriptions and embodiment YAMLs
-under ``share/dreamzero_policy`` so ``get_package_share_directory`` and ``ros2 launch`` find them.
+in the ament index and installs package.xml, launch files, robot descriptions, embodiment YAMLs and
+the shipped trained checkpoint (``checkpoints/``) under ``share/dreamzero_policy`` so
+``get_package_share_directory`` and ``ros2 launch`` find them.
 Works with ``pip install .`` (development machine: console scripts in ``bin/``) and ``colcon build``
 with or without ``--symlink-install`` (robots: ``setup.cfg`` puts them in ``lib/dreamzero_policy/``, where
 ``ros2 run`` and launch_ros look).
@@ -72,6 +73,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         *_share_tree("launch", ("*.py", "*.yaml")),
         *_share_tree("urdf", ("*.xacro", "*.urdf", "*.md")),
+        *_share_tree("checkpoints", ("*.safetensors", "*.json", "*.jsonl", "*.yaml", "*.md", "*.png")),
         *_embodiment_yamls(),
     ],
     install_requires=["setuptools"],

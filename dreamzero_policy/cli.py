@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dreamzero_policy.paths import PACKAGE, share_dir
+from dreamzero_policy.paths import PACKAGE, SHIPPED_CHECKPOINT, share_dir
 
 _ROS_ENVIRONMENT = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
                     "AMENT_PREFIX_PATH", "ROS_LOG_DIR")
@@ -84,15 +84,32 @@ def run_bringup(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """The closed-loop simulated DROID demo (see :mod:`dreamzero_policy.demo`)."""
-    from dreamzero_policy.demo import run_demo as demo
+    """One closed-loop task episode in the simulation (see :mod:`dreamzero_policy.demo`) into a run folder; exit
+    status 0 when the episode ran and every command stayed within the URDF limits (success is reported, not
+    required), 1 otherwise, 2 on a bad argument."""
+    import rclpy
 
-    try:
-        summary = demo(args.duration, Path(args.output), args.prompt, args.camera_rate)
-    except RuntimeError as error:  # no chunk came: say so in one line
-        print(f"\ndreamzero demo: {error}", file=sys.stderr)
-        return 1
-    return 0 if summary["chunks"] > 0 and summary["commands_within_urdf_limits"] else 1
+    from dreamzero_embodiments.sim.demonstrator import PlanningError
+    from dreamzero_policy import demo
+
+    try:  # an unknown checkpoint, seeds outside the evaluation seeds, a bad sampler, camera rate or timeout
+        options = demo.demo_options(demo.run_folder(Path(args.output)), args.checkpoint, args.prompt, args.seed,
+                                    timeout_s=args.timeout, sampler=args.sampler, steps=args.steps,
+                                    camera_rate_hz=args.camera_rate, render_processes=args.render_processes)
+    except ValueError as error:
+        print(f"dreamzero demo: {error}", file=sys.stderr)
+        return 2
+    with rclpy.init():
+        try:
+            summary = demo.run_demo(options)
+        except (FileExistsError, PlanningError, TimeoutError, RuntimeError) as error:
+            print(f"dreamzero demo: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("dreamzero demo: interrupted", file=sys.stderr)
+            return 1
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["commands_within_urdf_limits"] else 1
 
 
 def run_collect(args: argparse.Namespace) -> int:
@@ -178,7 +195,8 @@ def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     """The robot and model choices of ``dreamzero.launch.py``, shared by bringup and eval-bag."""
     parser.add_argument("--embodiment", default="droid", help="droid, agibot_g1, yam, or a YAML path")
     parser.add_argument("--backend", default="local", choices=("local", "remote"))
-    parser.add_argument("--checkpoint", default="tiny", help="checkpoint directory, or 'tiny' (random weights)")
+    parser.add_argument("--checkpoint", default="tiny", help="checkpoint directory, 'tiny' (random weights) or "
+                                                             "'sim_touch' (the shipped trained tiny model)")
     parser.add_argument("--server-url", default="ws://127.0.0.1:8000", help="remote backend URL")
     parser.add_argument("--prompt", default="", help="instruction")
 
@@ -198,14 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     bringup.add_argument("--params-file", default="", help="node parameters (default launch/params/<embodiment>.yaml)")
     bringup.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     bringup.set_defaults(func=run_bringup)
-    demo = commands.add_parser("demo", help="closed-loop simulated DROID robot driven by the policy (tiny model)")
-    demo.add_argument("--duration", type=float, default=30.0,
-                      help="seconds of closed loop, counted from the first chunk (after the model has loaded)")
-    demo.add_argument("--output", default="runs", help="folder for the run folder")
-    demo.add_argument("--prompt", default="Put the cube in the tray.", help="instruction")
-    demo.add_argument("--camera-rate", type=float, default=5.0,
-                      help="simulated camera rate, Hz (TinyRenderer costs ~40 ms per camera on a CPU)")
-    demo.set_defaults(func=run_demo)
+    _add_demo_command(commands)
     collect = commands.add_parser("collect", help="scripted demonstrations in the simulation, through the ROS "
                                                   "graph (teleop -> control_mux -> sim), one bag per episode")
     collect.add_argument("--episodes", type=int, default=1, help="number of episodes")
@@ -239,12 +250,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_demo_command(commands) -> None:
+    demo = commands.add_parser("demo", help="one closed-loop task episode in the simulated DROID world, by default "
+                                            "of the shipped trained tiny model (run folder: video, joints, summary)")
+    demo.add_argument("--checkpoint", default=SHIPPED_CHECKPOINT, metavar="sim_touch|tiny|demonstrator|DIR",
+                      help="'sim_touch' (the shipped trained tiny model), 'tiny' (random weights), 'demonstrator' "
+                           "(the scripted demonstrator as the policy) or a checkpoint directory")
+    demo.add_argument("--prompt", default="Touch the red cube.",
+                      help='instruction; a task\'s (e.g. "Touch the blue cube.") chooses that task, other text is '
+                           'told to the policy on the task "Touch the red cube."')
+    demo.add_argument("--seed", type=int, default=None,
+                      help="scene seed (default: the first evaluation seed, sim/tasks.py EVALUATION_SEED_START; "
+                           "lower seeds are training seeds)")
+    demo.add_argument("--timeout", type=float, default=20.0,
+                      help="simulated seconds from the episode's start before it ends unsuccessful")
+    demo.add_argument("--sampler", default="standard", choices=("standard", "flash"),
+                      help="as eval-sim: standard: UniPC 16 steps, official DiT cache, CFG 5.0; flash: Euler --steps, "
+                           "CFG 1.0")
+    demo.add_argument("--steps", type=int, default=None, help="denoising steps of the flash sampler (default 1)")
+    demo.add_argument("--camera-rate", type=float, default=5.0,
+                      help="camera rate in simulated Hz, dividing 30 (5 Hz: the model's frame spacing, facts §1.8)")
+    demo.add_argument("--render-processes", type=int, default=3, choices=(1, 2, 3),
+                      help="child processes rendering the three cameras (1 on a 2-core machine)")
+    demo.add_argument("--output", default="runs", help="folder for the run folder demo-YYYYmmdd-HHMMSS")
+    demo.set_defaults(func=run_demo)
+
+
 def _add_eval_sim_command(commands) -> None:
     evaluate = commands.add_parser("eval-sim", help="closed-loop success rates of a policy in the simulation, through "
                                                     "the ROS graph (sim -> policy -> adapter -> mux -> sim)")
-    evaluate.add_argument("--checkpoint", required=True, metavar="DIR|tiny|demonstrator",
-                          help="checkpoint directory, 'tiny' (random weights) or 'demonstrator' (the scripted "
-                               "demonstrator as the policy: the sanity row, about 100 %% success)")
+    evaluate.add_argument("--checkpoint", required=True, metavar="DIR|tiny|sim_touch|demonstrator",
+                          help="checkpoint directory, 'tiny' (random weights), 'sim_touch' (the shipped trained tiny "
+                               "model) or 'demonstrator' (the scripted demonstrator as the policy: the sanity row, "
+                               "about 100 %% success)")
     evaluate.add_argument("--task", action="append", required=True, metavar="INSTRUCTION",
                           help='e.g. "Touch the red cube." (or a task name); repeat to alternate tasks over episodes')
     evaluate.add_argument("--episodes", type=int, default=1, help="number of episodes")

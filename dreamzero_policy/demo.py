@@ -1,13 +1,23 @@
-"""``dreamzero demo`` (``make demo``): the closed-loop simulated DROID robot driven by the policy.
+"""``dreamzero demo`` (``make demo``): one closed-loop task episode of a policy in the simulated DROID world.
 
-Runs the graph of ``dreamzero bringup --sim`` (sim_droid -> policy_node with the tiny local model ->
-adapter_node -> control_mux in policy mode -> the simulated arm) for ``duration_s`` of closed loop,
-counted from the first chunk (loading the model does not eat into it; at most ``FIRST_CHUNK_TIMEOUT_S``),
-prints a live status line (chunks, chunk rate, latency, joint motion), then writes a run folder:
-``cameras.mp4`` (the three cameras side by side with the newest predicted-video mosaic),
-``joints.png`` (commanded and measured joint trajectories) and ``summary.json``.
-The tiny model has random weights (no trained tiny checkpoint exists yet): the arm moves, but not
-purposefully.
+The episode is one of ``dreamzero eval-sim`` (:func:`dreamzero_policy.eval_sim.evaluate_episode`, its module
+docstring): sim_droid -> policy_node -> adapter_node -> control_mux in policy mode -> the sim, on simulated
+time, with the world held while the model computes, so a slow machine runs the same episode, only slower.
+The policy (``checkpoint``) is by default the shipped trained tiny model ``sim_touch``
+(:func:`dreamzero_policy.paths.shipped_checkpoint`, passed on as its directory); else ``tiny`` (random
+weights), ``demonstrator`` (the scripted demonstrator, eval-sim's sanity row) or a checkpoint directory. The
+prompt chooses the task: a task's instruction (or name, ``sim/tasks.py``) is that task; any other text is told
+to the policy on the task :data:`FREE_TEXT_TASK` (eval-sim's prompt override: success and distance stay
+that task's). The seed (evaluation seeds only) places the tray and the cubes.
+
+While it runs, a status line (simulated time, chunks, wall latency, commands). A :class:`DemoRecorder` joins the
+episode's graph (``evaluate_episode``'s ``observers``) and keeps the joint states, the commands and the chunks'
+wall latencies in a :class:`Recording`. The run folder ``<output>/demo-YYYYmmdd-HHMMSS/`` holds:
+
+* ``episode_0000.mp4``: eval-sim's episode video, the three cameras side by side with the newest
+  predicted-video mosaic, one frame per camera frame from the episode's start (simulated time);
+* ``joints.png``: commanded and measured joints (arm and gripper) over simulated seconds from the start;
+* ``summary.json``: :func:`summarise`.
 """
 from __future__ import annotations
 
@@ -19,218 +29,239 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from dreamzero_embodiments.spec import load_embodiment
+from dreamzero_embodiments.limits import JointLimitSet
+from dreamzero_embodiments.sim.tasks import EVALUATION_SEED_START, find_task
+from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_msgs.msg import ActionChunk
-from dreamzero_policy.bringup import GraphOptions, running
-from dreamzero_policy.conversions import image_to_rgb, joint_state_arrays, message_to_chunk
+from dreamzero_policy import eval_report
+from dreamzero_policy.conversions import joint_state_arrays, stamp_to_ns
+from dreamzero_policy.eval_sim import DEMONSTRATOR, EpisodeResult, EvalOptions, evaluate_episode
+from dreamzero_policy.paths import SHIPPED_CHECKPOINT, shipped_checkpoint
 from dreamzero_policy.qos import camera_qos, reliable_qos
-from dreamzero_policy.video import Mp4Writer, camera_row
+from dreamzero_policy.sim_episode import SIM_EMBODIMENT, demonstration_limits
 
-VIDEO_FPS = 5  # the model's own video rate for DROID (facts §1.8)
-FIRST_CHUNK_TIMEOUT_S = 300.0  # model process start and first inference on a slow or busy machine
+FREE_TEXT_TASK = "touch_red_cube"  # the task a prompt that is no task's instruction is told on
+STATUS_PERIOD_S = 1.0  # wall s between status lines
+STATUS_WIDTH = 80  # characters a status line is padded to, so a shorter one overwrites a longer one
+LIMIT_TOLERANCE = 1e-9  # rad or m: float rounding of a command clamped onto a bound
+
+
+def demo_checkpoint(checkpoint: str) -> str:
+    """``checkpoint`` as eval-sim takes it: the shipped name becomes its installed directory, others are unchanged.
+
+    Raises:
+        ValueError: the shipped checkpoint is not installed.
+    """
+    if checkpoint != SHIPPED_CHECKPOINT:
+        return checkpoint
+    folder = shipped_checkpoint()
+    if not folder.is_dir():
+        raise ValueError(f"the shipped checkpoint {SHIPPED_CHECKPOINT!r} is not installed (no folder {folder}); "
+                         f"reinstall the package, or choose --checkpoint tiny, {DEMONSTRATOR} or a directory")
+    return str(folder)
+
+
+def run_folder(output_dir: Path) -> Path:
+    """The run folder of a demo started now: ``output_dir/demo-YYYYmmdd-HHMMSS``."""
+    return output_dir / datetime.now().strftime("demo-%Y%m%d-%H%M%S")
+
+
+def demo_options(folder: Path, checkpoint: str, prompt: str, seed: int | None, *, timeout_s: float, sampler: str,
+                 steps: int | None, camera_rate_hz: float, render_processes: int, namespace: str = "") -> EvalOptions:
+    """The demo's episode as eval-sim's episode 0 (module docstring), written into ``folder``; runs nothing.
+    ``seed`` None: the first evaluation seed; the rest as :class:`~dreamzero_policy.eval_sim.EvalOptions`.
+
+    Raises:
+        ValueError: as ``EvalOptions`` (seeds, checkpoint, sampler, camera rate, timeout, render processes), or the
+            shipped checkpoint missing (:func:`demo_checkpoint`).
+    """
+    try:
+        task, prompt_override = find_task(prompt), ""
+    except ValueError:  # free text: told to the policy on FREE_TEXT_TASK
+        task, prompt_override = find_task(FREE_TEXT_TASK), prompt
+    return EvalOptions(folder, demo_checkpoint(checkpoint), (task,),
+                       seed_start=EVALUATION_SEED_START if seed is None else seed, sampler=sampler, steps=steps,
+                       prompt_override=prompt_override, timeout_s=timeout_s, camera_rate_hz=camera_rate_hz,
+                       render_processes=render_processes, namespace=namespace)
 
 
 @dataclass
 class Recording:
-    """What the demo keeps: camera frames (decimated), predicted mosaics, joints, chunk latencies."""
+    """What the :class:`DemoRecorder` saw, guarded by ``lock`` (its callbacks write, the status line reads).
+    Times are simulated seconds; ``names``: the J joints of the embodiment's joint controller groups.
 
-    frames: list[np.ndarray] = field(default_factory=list)
-    cameras: dict[str, np.ndarray] = field(default_factory=dict)
-    predicted: np.ndarray | None = None
+    Attributes:
+        joint_times, joints: each joint state's stamp and float64[J] positions (rad, gripper in its ROS unit;
+            NaN for a joint the message lacks).
+        command_times, commands: per controller group, the receive time and float64[G] command of each command.
+        start_s: the first chunk's t_obs (the episode's start, eval-sim), None before it.
+        chunks: chunks received; latencies_s: wall seconds from the arrival of the camera frame stamped t_obs to
+            the arrival of the chunk, per chunk whose frame was seen.
+        frame_arrivals: camera frame stamp (ns) -> wall arrival (``time.monotonic``), the first camera's.
+    """
+
+    names: tuple[str, ...]
+    lock: threading.Lock = field(default_factory=threading.Lock)
     joint_times: list[float] = field(default_factory=list)
     joints: list[np.ndarray] = field(default_factory=list)
-    command_times: list[float] = field(default_factory=list)
-    commands: list[np.ndarray] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-    chunk_times: list[float] = field(default_factory=list)
+    command_times: dict[str, list[float]] = field(default_factory=dict)
+    commands: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    start_s: float | None = None
+    chunks: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    frame_arrivals: dict[int, float] = field(default_factory=dict)
+
+    def status(self) -> str:
+        """One status line."""
+        with self.lock:
+            if self.start_s is None:
+                return "waiting for the first chunk (the model loads; simulated time waits for it)"
+            sim_s = (self.joint_times[-1] if self.joint_times else self.start_s) - self.start_s
+            latency = f"{np.median(self.latencies_s):5.2f} s" if self.latencies_s else "  -   "
+            chunks, commands = self.chunks, sum(len(times) for times in self.command_times.values())
+        return f"simulated {sim_s:5.1f} s  chunks {chunks:3d}  latency p50 {latency} (wall)  commands {commands:5d}"
 
 
 class DemoRecorder(Node):
-    """Listens to the running graph and keeps a :class:`Recording`."""
+    """Keeps a :class:`Recording` of one episode: joint states, the joint groups' commands and the chunks, on
+    simulated time (``use_sim_time``) like the rest of the episode's graph."""
 
-    def __init__(self, namespace: str = "") -> None:
-        super().__init__("demo_recorder", namespace=namespace)
-        self.spec = load_embodiment("droid")
-        self.recording = Recording()
-        self.lock = threading.Lock()
-        self.started = time.monotonic()
-        for camera in self.spec.cameras:
-            self.create_subscription(Image, camera.topic, lambda m, k=camera.key: self._on_camera(k, m),
-                                     camera_qos("reliable"))
-        self.create_subscription(Image, "policy_node/predicted_video", self._on_predicted, reliable_qos(depth=8))
-        self.create_subscription(JointState, self.spec.joint_states_topic, self._on_joints, reliable_qos())
-        self.create_subscription(Float64MultiArray, self.spec.controller_groups[0].command_topic, self._on_command,
-                                 reliable_qos())
+    def __init__(self, spec: EmbodimentSpec, recording: Recording, namespace: str = "") -> None:
+        super().__init__("demo_recorder", namespace=namespace,
+                         parameter_overrides=[Parameter("use_sim_time", value=True)])
+        self._recording = recording
+        self._index = {name: i for i, name in enumerate(recording.names)}
+        self.create_subscription(JointState, spec.joint_states_topic, self._on_joint_state, reliable_qos())
+        for group in (g for g in spec.controller_groups if g.kind == "joints"):
+            recording.command_times[group.name], recording.commands[group.name] = [], []
+            self.create_subscription(Float64MultiArray, group.command_topic,
+                                     lambda msg, name=group.name: self._on_command(name, msg), reliable_qos())
         self.create_subscription(ActionChunk, "policy_node/action_chunk", self._on_chunk, reliable_qos())
-        self.create_timer(1.0 / VIDEO_FPS, self._snapshot)
+        self.create_subscription(Image, spec.cameras[0].topic, self._on_frame, camera_qos("reliable"))
 
-    def _elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def _on_camera(self, key: str, msg: Image) -> None:
-        with self.lock:
-            self.recording.cameras[key] = image_to_rgb(msg)
-
-    def _on_predicted(self, msg: Image) -> None:
-        with self.lock:
-            self.recording.predicted = image_to_rgb(msg)
-
-    def _on_joints(self, msg: JointState) -> None:
+    def _on_joint_state(self, msg: JointState) -> None:
         names, positions = joint_state_arrays(msg)
-        index = {n: i for i, n in enumerate(names)}
-        arm = [positions[index[n]] for n in self.spec.controller_groups[0].names if n in index]
-        with self.lock:
-            self.recording.joint_times.append(self._elapsed())
-            self.recording.joints.append(np.array(arm))
+        joints = np.full(len(self._index), np.nan)
+        for name, position in zip(names, positions):
+            if name in self._index:
+                joints[self._index[name]] = position
+        with self._recording.lock:
+            self._recording.joint_times.append(stamp_to_ns(msg.header.stamp) * 1e-9)
+            self._recording.joints.append(joints)
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
-        with self.lock:
-            self.recording.command_times.append(self._elapsed())
-            self.recording.commands.append(np.asarray(msg.data))
+    def _on_command(self, group: str, msg: Float64MultiArray) -> None:
+        now_s = self.get_clock().now().nanoseconds * 1e-9
+        with self._recording.lock:
+            self._recording.command_times[group].append(now_s)
+            self._recording.commands[group].append(np.asarray(msg.data, dtype=np.float64))
+
+    def _on_frame(self, msg: Image) -> None:
+        with self._recording.lock:
+            self._recording.frame_arrivals[stamp_to_ns(msg.header.stamp)] = time.monotonic()
 
     def _on_chunk(self, msg: ActionChunk) -> None:
-        chunk = message_to_chunk(msg)
-        with self.lock:
-            self.recording.latencies.append(chunk.latency)
-            self.recording.chunk_times.append(self._elapsed())
-
-    def _snapshot(self) -> None:
-        """One video frame: the cameras side by side, the predicted mosaic scaled to their height."""
-        with self.lock:
-            views = [self.recording.cameras.get(c.key) for c in self.spec.cameras]
-            predicted = self.recording.predicted
-        if any(v is None for v in views):
-            return
-        row = camera_row(views, predicted)
-        with self.lock:
-            self.recording.frames.append(row)
-
-    def chunks(self) -> int:
-        with self.lock:
-            return len(self.recording.chunk_times)
-
-    def status(self) -> str:
-        with self.lock:
-            r = self.recording
-            span = r.chunk_times[-1] - r.chunk_times[0] if len(r.chunk_times) > 1 else 0.0
-            rate = (len(r.chunk_times) - 1) / span if span > 0 else 0.0
-            latency = float(np.median(r.latencies)) if r.latencies else float("nan")
-            motion = float(np.abs(r.joints[-1] - r.joints[0]).max()) if len(r.joints) > 1 else 0.0
-        return (f"t={self._elapsed():5.1f}s  chunks={len(r.chunk_times):3d}  rate={rate:4.2f}/s  "
-                f"latency={latency:5.2f}s  joint motion={motion:6.4f} rad")
+        t_obs_ns = stamp_to_ns(msg.header.stamp)
+        with self._recording.lock:
+            recording = self._recording
+            recording.chunks += 1
+            if recording.start_s is None:
+                recording.start_s = t_obs_ns * 1e-9
+            if t_obs_ns in recording.frame_arrivals:
+                recording.latencies_s.append(time.monotonic() - recording.frame_arrivals[t_obs_ns])
 
 
-def write_run_folder(recording: Recording, folder: Path, duration_s: float, limits) -> dict:
-    """cameras.mp4, joints.png and summary.json; returns the summary."""
-    import cv2
+def commands_within_limits(recording: Recording, spec: EmbodimentSpec, limits: JointLimitSet) -> bool:
+    """Whether every recorded command of every joint group lies within ``limits`` (names as the groups')."""
+    for group in (g for g in spec.controller_groups if g.name in recording.commands):
+        index = [limits.names.index(name) for name in group.names]
+        commands = np.array(recording.commands[group.name]).reshape(-1, len(index))  # N, G
+        if np.any(commands < limits.lower[index] - LIMIT_TOLERANCE) or np.any(
+                commands > limits.upper[index] + LIMIT_TOLERANCE):
+            return False
+    return True
+
+
+def plot_joints(path: Path, recording: Recording, spec: EmbodimentSpec) -> None:
+    """``joints.png``: per joint, measured and commanded position over simulated seconds from the start."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
-    size = (max((f.shape[1] for f in recording.frames), default=0), max((f.shape[0] for f in recording.frames), default=0))
-    with Mp4Writer(folder / "cameras.mp4", VIDEO_FPS, size) as video:  # early frames lack the predicted mosaic
-        for frame in recording.frames:
-            video.write(frame)
-    if recording.frames:
-        cv2.imwrite(str(folder / "last_frame.png"), cv2.cvtColor(recording.frames[-1], cv2.COLOR_RGB2BGR))
-    joints = np.array(recording.joints) if recording.joints else np.zeros((0, 7))
-    commands = np.array(recording.commands) if recording.commands else np.zeros((0, 7))
-    figure, axes = plt.subplots(7, 1, figsize=(8, 12), sharex=True)
-    for j, axis in enumerate(axes):
-        if len(joints):
-            axis.plot(recording.joint_times, joints[:, j], label="measured")
-        if len(commands):
-            axis.plot(recording.command_times, commands[:, j], "--", label="commanded")
-        axis.set_ylabel(f"joint {j + 1} (rad)")
+    start_s = recording.start_s or 0.0
+    joints = np.array(recording.joints).reshape(-1, len(recording.names))  # N, J
+    figure, axes = plt.subplots(len(recording.names), 1, figsize=(8, 1.5 * len(recording.names)), sharex=True)
+    for j, (axis, name) in enumerate(zip(axes, recording.names)):
+        axis.plot(np.array(recording.joint_times) - start_s, joints[:, j], label="measured")
+        group = next(g for g in spec.controller_groups if name in g.names)
+        commands = np.array(recording.commands[group.name]).reshape(-1, len(group.names))  # N, G
+        axis.plot(np.array(recording.command_times[group.name]) - start_s, commands[:, group.names.index(name)],
+                  "--", label="commanded")
+        axis.set_ylabel(name.removeprefix("panda_"), fontsize=8)
     axes[0].legend(loc="upper right")
-    axes[-1].set_xlabel("time (s)")
+    axes[-1].set_xlabel("simulated time from the episode's start (s)")
     figure.tight_layout()
-    figure.savefig(folder / "joints.png", dpi=80)
+    figure.savefig(path, dpi=80)
     plt.close(figure)
-    within = bool(len(commands) == 0 or np.all((commands >= limits.lower[:7] - 1e-9) & (commands <= limits.upper[:7] + 1e-9)))
-    span = recording.chunk_times[-1] - recording.chunk_times[0] if len(recording.chunk_times) > 1 else 0.0
-    summary = {
-        "duration_s": duration_s,
-        "model": "tiny, random weights (the arm moves but not purposefully)",
-        "chunks": len(recording.chunk_times),
-        "chunk_rate_hz": (len(recording.chunk_times) - 1) / span if span > 0 else 0.0,
-        "latency_p50_s": float(np.median(recording.latencies)) if recording.latencies else None,
-        "latency_p95_s": float(np.percentile(recording.latencies, 95)) if recording.latencies else None,
-        "commands": len(commands),
-        "commands_within_urdf_limits": within,
-        "joint_motion_rad": float(np.abs(joints[-1] - joints[0]).max()) if len(joints) > 1 else 0.0,
-        "max_command_gap_s": float(np.diff(recording.command_times).max()) if len(commands) > 1 else None,
-        "video_frames": len(recording.frames),
-    }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
 
 
-def _run_closed_loop(recorder: DemoRecorder, duration_s: float, min_chunks: int = 0) -> float:
-    """Wait for the first chunk, then run ``duration_s`` more and until ``min_chunks`` chunks came (at most
-    FIRST_CHUNK_TIMEOUT_S longer; Ctrl-C ends early); returns when the closed loop started (time.monotonic()).
-    Raises RuntimeError when no chunk came in time."""
-    waited = time.monotonic()
-    while recorder.chunks() == 0:
-        if time.monotonic() - waited > FIRST_CHUNK_TIMEOUT_S:
-            raise RuntimeError(f"no chunk from the policy within {FIRST_CHUNK_TIMEOUT_S:g} s; see the node logs")
-        print("\rwaiting for the first chunk (loading the model) " + recorder.status(), end="", flush=True)
-        time.sleep(0.5)
-    started = time.monotonic()
+def summarise(options: EvalOptions, result: EpisodeResult, recording: Recording, within_limits: bool) -> dict:
+    """``summary.json``: the episode (eval-sim's record) and what the recorder saw. Distances are the task's goal
+    distance (``sim/scoring.py``; touch: gripper to the cube, <= 0 in contact) at the first and the last judged
+    state and its smallest, metres; ``latency_p50_s``: wall (:class:`Recording`)."""
+    record, distances = result.record, result.distances[:, 1]
+
+    def metres(value: float) -> float:
+        return round(float(value), eval_report.DIGITS)
+
+    return {"checkpoint": options.checkpoint, "prompt": record["prompt"], "task": record["task"],
+            "seed": record["seed"], "sampler": None if options.checkpoint == DEMONSTRATOR else options.sampler,
+            "success": record["success"], "time_to_success_s": record["time_to_success_s"],
+            "distance_start_m": metres(distances[0]) if len(distances) else None,
+            "distance_end_m": metres(distances[-1]) if len(distances) else None,
+            "distance_min_m": record["min_distance_m"], "chunks": record["chunks"],
+            "latency_p50_s": round(float(np.median(recording.latencies_s)), 3) if recording.latencies_s else None,
+            "commands": sum(len(times) for times in recording.command_times.values()),
+            "commands_within_urdf_limits": within_limits, "sim_s": record["sim_s"], "wall_s": record["wall_s"],
+            "video": record["video"], "video_frames": record["video_frames"], "run_folder": str(options.output_dir)}
+
+
+def _print_status(recording: Recording, stop: threading.Event) -> None:
+    while not stop.wait(STATUS_PERIOD_S):
+        print("\r" + recording.status().ljust(STATUS_WIDTH), end="", flush=True)
+
+
+def run_demo(options: EvalOptions) -> dict:
+    """Run the episode of :func:`demo_options` (rclpy must be initialised) with a live status line and write the
+    run folder ``options.output_dir`` (module docstring); returns the summary.
+
+    Raises:
+        FileExistsError: the run folder exists. As :func:`~dreamzero_policy.eval_sim.evaluate_episode`:
+            PlanningError, TimeoutError, RuntimeError (the folder then holds the video so far).
+    """
+    spec = load_embodiment(SIM_EMBODIMENT)
+    limits = demonstration_limits(options.params_file)
+    recording = Recording(tuple(n for g in spec.controller_groups if g.kind == "joints" for n in g.names))
+    options.output_dir.mkdir(parents=True)
+    stop = threading.Event()
+    status = threading.Thread(target=_print_status, args=(recording, stop), name="demo-status", daemon=True)
+    status.start()
     try:
-        while (time.monotonic() - started < duration_s or (
-                recorder.chunks() < min_chunks and time.monotonic() - started < duration_s + FIRST_CHUNK_TIMEOUT_S)):
-            time.sleep(1.0)
-            print("\r" + recorder.status(), end="", flush=True)
-    except KeyboardInterrupt:
-        pass
-    print()
-    return started
-
-
-def run_demo(duration_s: float, output_dir: Path, prompt: str, camera_rate_hz: float,
-             embodiment: str | Path = "droid", min_chunks: int = 0) -> dict:
-    """Run the closed loop and write the run folder; returns the summary. ``embodiment``: DROID, or a
-    variant YAML of it (same cameras, joints and topics as the simulation; e.g. another action rate).
-    ``min_chunks``: run on past ``duration_s`` until that many chunks came (a loaded machine computes slowly)."""
-    from dreamzero_policy.paths import share_dir
-    from dreamzero_policy.robot_limits import LimitSettings, robot_limits
-
-    options = GraphOptions(embodiment=str(embodiment), with_sim=True, prompt=prompt,
-                           params_file=str(share_dir() / "launch" / "params" / "droid.yaml"), overrides={
-        # 50 Hz commands (robots: 100): the whole graph shares one Python process and, on 2 cores, the CPU with
-        # the renderer and the model; at 100 Hz the executor lagged and chunks came later (latency p50 1.7 s
-        # against 1.3 s, the horizon being 1.6 s).
-        "control_mux": {"initial_mode": "policy", "command_rate_hz": 50.0},
-        "adapter_node": {"command_rate_hz": 50.0},
-        "policy_node": {"execute_steps": 12, "solver": "euler", "num_inference_steps": 1, "cfg_scale": 1.0,
-                        "cpu_threads": 1, "model_nice": 0,
-                        "camera_timeout_s": 3.0 / camera_rate_hz, "frame_tolerance_s": 0.5},
-        "sim_droid": {"camera_rate_hz": camera_rate_hz, "render_processes": 1}})  # one renderer: 2-core machines
-    spec = load_embodiment("droid")
-    limits = robot_limits(spec, LimitSettings("", (), (), 10.0, 0.5, 0.5))
-    folder = output_dir / datetime.now().strftime("demo-%Y%m%d-%H%M%S")
-    owns_context = not rclpy.ok()  # tests run it inside their own rclpy context
-    if owns_context:
-        rclpy.init()
-    try:
-        recorder = DemoRecorder()
-        with running(options) as (_, executor):
-            executor.add_node(recorder)
-            started = _run_closed_loop(recorder, duration_s, min_chunks)
-            executor.remove_node(recorder)
-        summary = write_run_folder(recorder.recording, folder, time.monotonic() - started, limits)
-        recorder.destroy_node()
+        result = evaluate_episode(options, 0, limits, lambda: [DemoRecorder(spec, recording, options.namespace)])
     finally:
-        if owns_context:
-            rclpy.shutdown()
-    print(f"run folder: {folder}")
-    print(json.dumps(summary, indent=2))
+        stop.set()
+        status.join()
+        print()
+    plot_joints(options.output_dir / "joints.png", recording, spec)
+    summary = summarise(options, result, recording, commands_within_limits(recording, spec, limits))
+    (options.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+__all__ = ["FREE_TEXT_TASK", "DemoRecorder", "Recording", "commands_within_limits", "demo_checkpoint",
+           "demo_options", "plot_joints", "run_demo", "run_folder", "summarise"]

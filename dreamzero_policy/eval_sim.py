@@ -24,7 +24,7 @@ latency (tiny on 2 CPU cores, 14B on a GPU), and the frames fall on the same sim
 (lockstep), so a slow machine runs the same episode slower. Left machine dependent, as in ``dreamzero
 collect``: on which tick a command reaches the sim (the sim resumes while the chunk is published, and
 adapter, mux and sim exchange messages asynchronously). Left out on purpose: the effect of latency
-(the real robot keeps moving while the model computes); ``bench/`` and the demo measure that.
+(the real robot keeps moving while the model computes); ``bench/`` measures that.
 
 Start and end. The sim is held from its construction until the graph is active (configured: the model
 loaded), so loading competes with no rendering and simulated time starts with a policy ready. The
@@ -38,7 +38,7 @@ simulated seconds after the graph came up, or simulated time standing still for 
 seconds (a hung model or sim), stops the evaluation with an error: that is a broken setup, not a failed
 episode.
 
-Checkpoints: a directory in the official layout or ``tiny`` (the local backend in its own process,
+Checkpoints: a directory in the official layout, ``tiny`` or ``sim_touch`` (the local backend in its own process,
 ``policy_node.make_backend``), or ``demonstrator``: the scripted demonstrator as the policy
 (``backends/demonstrator.py``), the sanity row, about 100 % success expected. Samplers:
 :data:`SAMPLERS`. The report folder is written by :mod:`dreamzero_policy.eval_report`.
@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +70,7 @@ from dreamzero_policy.bringup import GraphOptions, activate, build_graph
 from dreamzero_policy.conversions import image_to_rgb, stamp_to_ns
 from dreamzero_policy.lifecycle import serving
 from dreamzero_policy.params import PolicySettings
+from dreamzero_policy.paths import SHIPPED_CHECKPOINT
 from dreamzero_policy.qos import camera_qos, reliable_qos
 from dreamzero_policy.sim_episode import (HOLD_S, POLL_S, SIM_EMBODIMENT, TICK_RATE_HZ, Referee,
                                           demonstration_limits, make_sim)
@@ -119,8 +120,9 @@ class EvalOptions:
         if not self.tasks or self.episodes < 1:
             raise ValueError(f"need at least one task and one episode, got {len(self.tasks)} and {self.episodes}")
         check_seeds(self.seed_start, self.episodes, "evaluation")
-        if self.checkpoint not in ("tiny", DEMONSTRATOR) and not Path(self.checkpoint).is_dir():
-            raise ValueError(f"checkpoint {self.checkpoint!r} is neither 'tiny', '{DEMONSTRATOR}' nor a directory")
+        if self.checkpoint not in ("tiny", SHIPPED_CHECKPOINT, DEMONSTRATOR) and not Path(self.checkpoint).is_dir():
+            raise ValueError(f"checkpoint {self.checkpoint!r} is neither 'tiny', '{SHIPPED_CHECKPOINT}', "
+                             f"'{DEMONSTRATOR}' nor a directory")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; one of {sorted(SAMPLERS)}")
         if self.steps is not None and (self.sampler != "flash" or self.steps < 1):
@@ -269,8 +271,13 @@ def _run_to_end(referee: Referee, timeout_s: float, index: int) -> None:
                                f"of the graph coming up; see the node logs")
 
 
-def evaluate_episode(options: EvalOptions, index: int, limits: JointLimitSet) -> EpisodeResult:
+def evaluate_episode(options: EvalOptions, index: int, limits: JointLimitSet,
+                     observers: Callable[[], Sequence[Node]] | None = None) -> EpisodeResult:
     """Run episode ``index`` (module docstring) and write its video; returns its result.
+
+    Args:
+        observers: builds more nodes for the episode's graph (the demo's recorder, :mod:`dreamzero_policy.demo`),
+            called once the graph is built; they spin with it and are destroyed with it, however the episode ends.
 
     Raises:
         PlanningError: the demonstrator cannot solve the scene (nothing is run). TimeoutError, RuntimeError: a
@@ -297,6 +304,7 @@ def evaluate_episode(options: EvalOptions, index: int, limits: JointLimitSet) ->
             nodes = build_graph(graph_options(options, prompt), _backend_factory(sim.hold_time, demonstrator)) + nodes
             monitor = EpisodeMonitor(spec, referee, prompted, video, options.namespace)
             nodes.append(monitor)
+            nodes += observers() if observers is not None else ()
         except Exception:
             for node in nodes:
                 node.destroy_node()

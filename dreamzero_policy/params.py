@@ -93,8 +93,9 @@ commands are limited (adapter and mux) and joint readings checked (all three), a
 POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param("embodiment", "droid", "Embodiment YAML name (embodiments/dreamzero_embodiments/robots/<name>.yaml) or path."),
     Param("backend", "local", "Where the model runs: in-process or on a WebSocket server.", choices=("local", "remote")),
-    Param("checkpoint", "tiny", "Checkpoint directory in the official layout, or 'tiny' for a random-weight tiny "
-                                "model created on first use (tests, demo)."),
+    Param("checkpoint", "tiny", "Checkpoint directory in the official layout, 'tiny' for a random-weight tiny model "
+                                "created on first use (tests), or 'sim_touch', the shipped trained tiny model of the "
+                                "simulated touch task (demo)."),
     Param("tokenizer_path", "", "Local umT5 tokenizer directory; empty: as recorded in the checkpoint."),
     Param("device", "cpu", "torch device of the local backend, e.g. cpu or cuda:0."),
     Param("cpu_threads", 0, "torch CPU threads of the local backend (0: torch's default). On a CPU-only machine "

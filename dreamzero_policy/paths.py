@@ -33,3 +33,18 @@ def share_dir() -> Path:
 
     ensure_ament_prefix_path()
     return Path(get_package_share_directory(PACKAGE))
+
+
+SHIPPED_CHECKPOINT = "sim_touch"  # the trained tiny model of the simulated touch task (checkpoints/sim_touch/README.md)
+
+
+def shipped_checkpoint() -> Path:
+    """The installed trained tiny checkpoint ``share/dreamzero_policy/checkpoints/sim_touch`` (its model card is
+    the README.md inside): the default of ``dreamzero demo``."""
+    return share_dir() / "checkpoints" / SHIPPED_CHECKPOINT
+
+
+def resolve_checkpoint(checkpoint: str) -> str:
+    """``checkpoint`` as the backends take it: the name :data:`SHIPPED_CHECKPOINT` becomes its installed folder;
+    a folder, ``tiny`` (random weights) and anything else are returned unchanged."""
+    return str(shipped_checkpoint()) if checkpoint == SHIPPED_CHECKPOINT else checkpoint

@@ -5,7 +5,8 @@ Loads a checkpoint in the official layout with :class:`dreamzero_model.WamPolicy
 :func:`dreamzero_model.mosaics.model_mosaics` (the image path the model server runs too, facts §1.7) and
 returns de-normalised actions with their relative flags. ``checkpoint="tiny"`` creates, on first use, a
 random-weight tiny checkpoint for the embodiment (:mod:`dreamzero_model.tiny_checkpoint`), so the demo and
-tests run without downloads. The checkpoint's state/action layout must equal the embodiment YAML's
+tests run without downloads; ``checkpoint="sim_touch"`` is the shipped trained tiny model
+(:func:`dreamzero_policy.paths.resolve_checkpoint`). The checkpoint's state/action layout must equal the embodiment YAML's
 (:func:`~dreamzero_model.tiny_checkpoint.check_layout`). No rclpy here.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dreamzero_model.mosaics import model_mosaics
 from dreamzero_model.policy import WamPolicy
 from dreamzero_model.tiny_checkpoint import TINY, check_layout, ensure_tiny_checkpoint
 from dreamzero_policy.backends.base import BackendError, BackendPrediction, Observation
+from dreamzero_policy.paths import resolve_checkpoint
 
 
 class LocalBackend:
@@ -31,7 +33,7 @@ class LocalBackend:
         self.spec = spec
         if cpu_threads > 0:
             torch.set_num_threads(cpu_threads)  # process-wide: this process hosts the model
-        path = ensure_tiny_checkpoint([spec]) if checkpoint == TINY else Path(checkpoint)
+        path = ensure_tiny_checkpoint([spec]) if checkpoint == TINY else Path(resolve_checkpoint(checkpoint))
         self.policy = WamPolicy.from_pretrained(
             path, spec.embodiment_tag, device=device, dtype=getattr(torch, dtype) if dtype else None,
             sampler=sampler, tokenizer_path=tokenizer_path or None, decode_video=decode_video, progress=False)

@@ -1,41 +1,101 @@
-"""End to end: sim_droid + tiny local model + adapter + mux in policy mode, closed loop (the `make demo` graph).
+"""``dreamzero demo`` (``make demo``): one closed-loop task episode through the whole graph, its run folder and
+its command line.
 
-The robot is DROID at 1 action per second instead of 15: a chunk then spans 24 s instead of 1.6 s.
-A chunk is only executed while some of its steps lie ahead (and is not published once older than its
-horizon): on a 2-core CI machine running a second suite the tiny model's chunks took 3-5 s from t_obs,
-and 5-10 s with the load average at 10. What is tested is the chain (camera -> model ->
-relative-to-absolute -> adapter -> mux -> arm), not real-time speed (bench/ measures that). Cameras at
-2 Hz leave the CPU to the model. Marked slow: about a minute; the closed loop lasts 20 s from the first
-chunk and on until a second chunk came, so neither a slow model start nor slow chunks shorten it.
+The episode runs in this process (console scripts would run the installed copy of the package), cameras at
+5 Hz in one render process to fit the 2-core CI machine. :data:`CHECKPOINT` is the policy of the closed-loop
+test: the scripted demonstrator until the shipped trained checkpoint ``sim_touch`` is in place. The random
+``tiny`` model's closed loop through the same ``evaluate_episode`` is covered by ``test_eval_sim.py``
+(``test_random_tiny_model_fails_and_its_video_shows_the_predicted_mosaic``); here only how the demo passes it on.
 """
 from __future__ import annotations
 
 import json
-import os
+from pathlib import Path
 
+import numpy as np
 import pytest
-import yaml
 
-from dreamzero_embodiments.spec import ROBOTS_DIR
-from dreamzero_policy.demo import run_demo
+from dreamzero_embodiments.sim.tasks import EVALUATION_SEED_START, find_task
+from dreamzero_embodiments.spec import load_embodiment
+from dreamzero_policy import demo
+from dreamzero_policy.cli import build_parser, main
+from dreamzero_policy.eval_sim import EvalOptions
+from dreamzero_policy.sim_episode import demonstration_limits
+
+CHECKPOINT = "demonstrator"  # the policy of the closed-loop test ("sim_touch" once shipped)
+PROMPT = "Touch the blue cube."
+TIMEOUT_S = 8.0  # simulated: the demonstrator touches the cube after ~3 s
+SPEC = load_embodiment("droid")
+
+
+def _options(folder: Path, checkpoint: str = "tiny", prompt: str = PROMPT, seed: int | None = None,
+             **chosen) -> EvalOptions:
+    settings = {"timeout_s": TIMEOUT_S, "sampler": "standard", "steps": None, "camera_rate_hz": 5.0,
+                "render_processes": 1, **chosen}
+    return demo.demo_options(folder, checkpoint, prompt, seed, **settings)
 
 
 @pytest.mark.slow
-def test_closed_loop_moves_the_simulated_arm_within_limits(ros_context, tmp_path, monkeypatch) -> None:
+def test_demo_episode_moves_the_arm_toward_the_prompted_cube_within_limits(ros_context, tmp_path: Path,
+                                                                          unique_name: str, monkeypatch) -> None:
     monkeypatch.setenv("DREAMZERO_CACHE", str(tmp_path / "cache"))
-    droid = yaml.safe_load((ROBOTS_DIR / "droid.yaml").read_text())
-    droid["timing"]["action_rate_hz"] = 1
-    embodiment = tmp_path / "droid_1hz.yaml"
-    embodiment.write_text(yaml.safe_dump(droid))
-    summary = run_demo(duration_s=20.0, output_dir=tmp_path / "runs", prompt="Put the cube in the tray.",
-                       camera_rate_hz=2.0, embodiment=embodiment, min_chunks=2)
-    folder = next((tmp_path / "runs").iterdir())
+    options = _options(demo.run_folder(tmp_path / "runs"), CHECKPOINT, namespace=unique_name)
+    summary = demo.run_demo(options)
+    print(summary)
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert folder.name.startswith("demo-") and summary["run_folder"] == str(folder)
+    assert {"episode_0000.mp4", "joints.png", "summary.json"} == {p.name for p in folder.iterdir()}
     assert json.loads((folder / "summary.json").read_text()) == summary
-    assert (folder / "cameras.mp4").stat().st_size > 10_000 and (folder / "joints.png").is_file()
-    assert summary["chunks"] >= 2, summary
-    assert summary["joint_motion_rad"] > 1e-3, "the simulated arm must move"
+    assert (folder / summary["video"]).stat().st_size > 10_000 and summary["video_frames"] >= 2
+    assert (summary["prompt"], summary["task"], summary["seed"]) == (PROMPT, "touch_blue_cube", EVALUATION_SEED_START)
+    assert summary["chunks"] >= 1 and summary["latency_p50_s"] > 0
     assert summary["commands"] > 0 and summary["commands_within_urdf_limits"]
-    assert summary["duration_s"] >= 20.0  # of closed loop: counted from the first chunk, so model loading is not in it
-    # max_command_gap_s is reported, not asserted: how long a Python executor on a shared 2-core machine
-    # stalls depends on the load (bench/ measures command timing).
-    assert os.environ["DREAMZERO_CACHE"] == str(tmp_path / "cache")
+    # the chunks move the arm toward the prompted cube
+    assert summary["distance_end_m"] < summary["distance_start_m"], summary
+    assert summary["distance_min_m"] <= summary["distance_end_m"]
+
+
+def test_commands_outside_the_urdf_limits_are_reported() -> None:
+    limits = demonstration_limits("")
+    arm = [limits.names.index(name) for name in SPEC.controller_groups[0].names]
+    recording = demo.Recording(tuple(n for g in SPEC.controller_groups for n in g.names))
+    recording.commands = {"arm": [limits.lower[arm] + 0.1, limits.upper[arm]], "gripper": [np.array([0.0])]}
+    assert demo.commands_within_limits(recording, SPEC, limits)
+    recording.commands["arm"].append(limits.upper[arm] + np.eye(7)[3] * 1e-3)  # joint 4 a mrad beyond its bound
+    assert not demo.commands_within_limits(recording, SPEC, limits)
+
+
+def test_demo_checkpoint_and_prompt_choose_the_policy_and_the_task(tmp_path: Path, monkeypatch) -> None:
+    red, blue = find_task("Touch the red cube."), find_task("Touch the blue cube.")
+    options = _options(tmp_path, "tiny")  # random weights: passed on as eval-sim's 'tiny'
+    assert (options.checkpoint, options.tasks, options.prompt_override, options.seed_start) == (
+        "tiny", (blue,), "", EVALUATION_SEED_START)
+    options = _options(tmp_path, "tiny", prompt="Touch the cube.")  # no task's instruction: told on touch_red_cube
+    assert (options.tasks, options.prompt_override) == ((red,), "Touch the cube.")
+    assert _options(tmp_path, str(tmp_path), seed=EVALUATION_SEED_START + 3).checkpoint == str(tmp_path)
+    shipped = tmp_path / "share" / "checkpoints" / "sim_touch"
+    monkeypatch.setattr(demo, "shipped_checkpoint", lambda: shipped)
+    with pytest.raises(ValueError, match="the shipped checkpoint 'sim_touch' is not installed"):
+        _options(tmp_path, "sim_touch")
+    shipped.mkdir(parents=True)
+    assert _options(tmp_path, "sim_touch").checkpoint == str(shipped)  # on as a directory checkpoint
+    assert not list(tmp_path.glob("demo-*"))  # nothing runs, nothing is written
+
+
+def test_demo_command_line_defaults_and_one_line_errors(tmp_path: Path, capsys) -> None:
+    args = build_parser().parse_args(["demo"])
+    assert (args.checkpoint, args.prompt, args.seed, args.timeout, args.sampler, args.steps, args.camera_rate,
+            args.render_processes, args.output) == (
+        "sim_touch", "Touch the red cube.", None, 20.0, "standard", None, 5.0, 3, "runs")
+    bad = {("--checkpoint", "sim_tuch"): "is neither 'tiny', 'sim_touch', 'demonstrator' nor a directory",
+           ("--seed", "5"): "include training seeds",
+           ("--steps", "2"): "the standard sampler takes the official 16",
+           ("--camera-rate", "4"): "must divide the tick rate",
+           ("--prompt", "Wave."): "the demonstrator follows task instructions only"}
+    for (flag, value), message in bad.items():
+        chosen = {"--checkpoint": "demonstrator", flag: value}
+        argv = ["demo", *[part for pair in chosen.items() for part in pair], "--output", str(tmp_path / "runs")]
+        assert main(argv) == 2, argv
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1, error
+    assert not (tmp_path / "runs").exists()

@@ -165,7 +165,7 @@ def test_eval_sim_command_line_parses_and_names_bad_choices(tmp_path: Path, caps
             args.prompt_override, args.timeout, args.camera_rate) == (
         "tiny", [RED.instruction, BLUE.name], 4, None, "flash", 2, "Touch the cube.", 30.0, 5.0)
     bad = {("--task", "Touch the green cube."): "unknown task 'Touch the green cube.'",
-           ("--checkpoint", str(tmp_path / "missing")): "is neither 'tiny', 'demonstrator' nor a directory",
+           ("--checkpoint", str(tmp_path / "missing")): "is neither 'tiny', 'sim_touch', 'demonstrator' nor a directory",
            ("--steps", "4"): "the standard sampler takes the official 16",
            ("--camera-rate", "4"): "must divide the tick rate",
            ("--prompt-override", "Wave."): "the demonstrator follows task instructions only"}

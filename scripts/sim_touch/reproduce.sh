@@ -1,0 +1,90 @@
+#!/bin/bash
+# Reproduce the shipped checkpoint checkpoints/sim_touch (its README.md is the model card): demonstrations,
+# dataset, the standard and the Flash training runs, the evaluation table. Every stage is resumable: rerun the
+# script after an interruption and it goes on where it stopped (finished stages are skipped).
+#
+#   scripts/sim_touch/reproduce.sh [STAGE...]     stages: collect dataset train-standard train-flash evaluate table
+#                                                 (default: all, in this order)
+# Environment: WORK (default runs/sim_touch), NICE (default 10). Needs `make setup` (the dreamzero command).
+# About 1 h of collection, 3-4 h of training per run and 1-2 h of evaluation on a 2-core CPU.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WORK=${WORK:-runs/sim_touch}
+NICE=${NICE:-10}
+export PATH="$PWD/.venv/bin:$PATH" AMENT_PREFIX_PATH="$PWD/.venv" ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-77} ROS_LOG_DIR=${ROS_LOG_DIR:-/tmp/sim_touch-roslog}
+TASKS=(--task "Touch the red cube." --task "Touch the blue cube.")
+EPISODES=200   # demonstrations: training seeds 0..199
+EVAL_EPISODES=20  # per row, evaluation seeds from 1,000,000 on (never a training scene)
+TRAIN=(--init tiny_sim --no-augment --cache-encodings --start-stride 3 --steps 3000 --batch-size 16 --vae-steps 60
+       --workers 1 --save-every 100 --val-every 200 --keep-checkpoints 2)
+mkdir -p "$WORK"
+
+collect() {  # 10 episodes per batch; a finished batch is marked done
+  for ((s = 0; s < EPISODES; s += 10)); do
+    out="$WORK/demos/batch_$(printf %04d $s)"
+    [ -f "$out/done" ] && continue
+    rm -rf "$out"
+    nice -n "$NICE" dreamzero collect --episodes 10 --seed-start $s "${TASKS[@]}" -o "$out" --camera-rate 5 \
+      --render-processes 1 --timeout 20 && touch "$out/done"
+  done
+}
+
+dataset() {
+  [ -f "$WORK/ds/meta/info.json" ] && return
+  nice -n "$NICE" dreamzero dataset "$WORK"/demos/batch_*/episode_*/bag -o "$WORK/ds" --only-success --quiet
+}
+
+train() {  # train RUN [--flash]: resumes a started run
+  local run="$WORK/$1"; shift
+  local resume=(); [ -d "$run" ] && resume=(--resume)
+  nice -n "$NICE" dreamzero train "$WORK/ds" --output "$run" "${TRAIN[@]}" "$@" "${resume[@]}" --quiet
+}
+
+train_flash() {  # the Flash run shares the standard run's VAE stage and encodings: same frozen encoders, same data
+  local run="$WORK/run_flash"
+  if [ ! -d "$run" ]; then
+    mkdir -p "$run"
+    cp -r "$WORK/run_standard/vae_stage" "$run/vae_stage"
+    ln -s ../run_standard/encodings "$run/encodings"
+  fi
+  train run_flash --flash
+}
+
+eval_row() {  # eval_row NAME ARGS...: one evaluation folder (skipped when complete)
+  local out="$WORK/eval/$1"; shift
+  if [ -f "$out/summary.json" ] && grep -q '"complete": true' "$out/summary.json"; then return; fi
+  rm -rf "$out"
+  nice -n "$NICE" dreamzero eval-sim -o "$out" --timeout 15 --render-processes 1 "$@"
+}
+
+evaluate() {
+  local standard="$WORK/run_standard" flash="$WORK/run_flash"
+  eval_row demonstrator --checkpoint demonstrator "${TASKS[@]}" --episodes $EVAL_EPISODES
+  eval_row random_tiny --checkpoint tiny "${TASKS[@]}" --episodes $EVAL_EPISODES
+  eval_row standard --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES
+  # prompt swapped to the other cube: 10 scenes of each task
+  eval_row swap_red_to_blue --checkpoint "$standard" --task "Touch the red cube." \
+    --prompt-override "Touch the blue cube." --episodes $((EVAL_EPISODES / 2))
+  eval_row swap_blue_to_red --checkpoint "$standard" --task "Touch the blue cube." \
+    --prompt-override "Touch the red cube." --episodes $((EVAL_EPISODES / 2)) --seed-start $((1000000 + EVAL_EPISODES / 2))
+  eval_row standard_euler1 --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash --steps 1
+  eval_row flash_euler1 --checkpoint "$flash" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash --steps 1
+}
+
+table() {
+  python scripts/sim_touch/table.py "$WORK/eval" | tee "$WORK/eval/table.md"
+}
+
+stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(collect dataset train-standard train-flash evaluate table)
+for stage in "${stages[@]}"; do
+  case "$stage" in
+    collect) collect ;;
+    dataset) dataset ;;
+    train-standard) train run_standard ;;
+    train-flash) train_flash ;;
+    evaluate) evaluate ;;
+    table) table ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+done
