@@ -3,8 +3,9 @@
 # dataset, the standard and the Flash training runs, the evaluation table. Every stage is resumable: rerun the
 # script after an interruption and it goes on where it stopped (finished stages are skipped).
 #
-#   scripts/sim_touch/reproduce.sh [STAGE...]     stages: collect dataset train-standard train-flash evaluate table
-#                                                 (default: all, in this order)
+#   scripts/sim_touch/reproduce.sh [STAGE...]
+# Stages, by default all in this order: collect dataset train-standard train-flash eval-baselines eval-standard
+# eval-flash table. Stages may run side by side where their inputs are ready (e.g. eval-standard during train-flash).
 # Environment: WORK (default runs/sim_touch), NICE (default 10). Needs `make setup` (the dreamzero command).
 # About 1 h of collection, 3-4 h of training per run and 1-2 h of evaluation on a 2-core CPU.
 set -euo pipefail
@@ -58,10 +59,13 @@ eval_row() {  # eval_row NAME ARGS...: one evaluation folder (skipped when compl
   nice -n "$NICE" dreamzero eval-sim -o "$out" --timeout 15 --render-processes 1 "$@"
 }
 
-evaluate() {
-  local standard="$WORK/run_standard" flash="$WORK/run_flash"
+evaluate_baselines() {  # needs no trained model
   eval_row demonstrator --checkpoint demonstrator "${TASKS[@]}" --episodes $EVAL_EPISODES
   eval_row random_tiny --checkpoint tiny "${TASKS[@]}" --episodes $EVAL_EPISODES
+}
+
+evaluate_standard() {
+  local standard="$WORK/run_standard"
   eval_row standard --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES
   # prompt swapped to the other cube: 10 scenes of each task
   eval_row swap_red_to_blue --checkpoint "$standard" --task "Touch the red cube." \
@@ -69,21 +73,27 @@ evaluate() {
   eval_row swap_blue_to_red --checkpoint "$standard" --task "Touch the blue cube." \
     --prompt-override "Touch the red cube." --episodes $((EVAL_EPISODES / 2)) --seed-start $((1000000 + EVAL_EPISODES / 2))
   eval_row standard_euler1 --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash --steps 1
-  eval_row flash_euler1 --checkpoint "$flash" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash --steps 1
+}
+
+evaluate_flash() {
+  eval_row flash_euler1 --checkpoint "$WORK/run_flash" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash --steps 1
 }
 
 table() {
   python scripts/sim_touch/table.py "$WORK/eval" | tee "$WORK/eval/table.md"
 }
 
-stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(collect dataset train-standard train-flash evaluate table)
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(collect dataset train-standard train-flash eval-baselines eval-standard eval-flash table)
 for stage in "${stages[@]}"; do
   case "$stage" in
     collect) collect ;;
     dataset) dataset ;;
     train-standard) train run_standard ;;
     train-flash) train_flash ;;
-    evaluate) evaluate ;;
+    eval-baselines) evaluate_baselines ;;
+    eval-standard) evaluate_standard ;;
+    eval-flash) evaluate_flash ;;
     table) table ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
