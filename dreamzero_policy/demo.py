@@ -18,6 +18,11 @@ wall latencies in a :class:`Recording`. The run folder ``<output>/demo-YYYYmmdd-
   predicted-video mosaic, one frame per camera frame from the episode's start (simulated time);
 * ``joints.png``: commanded and measured joints (arm and gripper) over simulated seconds from the start;
 * ``summary.json``: :func:`summarise`.
+
+Whether the model's predicted video shows the scene: each predicted mosaic frame (``policy_node/predicted_video``,
+stamped at the future camera instant it predicts) is compared with the mosaic of the camera frames that arrive at
+that instant (the live image path, :func:`~dreamzero_model.mosaics.model_mosaics`, at the predicted frame's size):
+their pixel correlation is near 1 for a prediction that shows the scene and near 0 for noise (a random model).
 """
 from __future__ import annotations
 
@@ -37,9 +42,10 @@ from std_msgs.msg import Float64MultiArray
 from dreamzero_embodiments.limits import JointLimitSet
 from dreamzero_embodiments.sim.tasks import EVALUATION_SEED_START, find_task
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
+from dreamzero_model.mosaics import model_mosaics
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_policy import eval_report
-from dreamzero_policy.conversions import joint_state_arrays, stamp_to_ns
+from dreamzero_policy.conversions import image_to_rgb, joint_state_arrays, stamp_to_ns
 from dreamzero_policy.eval_sim import DEMONSTRATOR, EpisodeResult, EvalOptions, evaluate_episode
 from dreamzero_policy.paths import SHIPPED_CHECKPOINT, shipped_checkpoint
 from dreamzero_policy.qos import camera_qos, reliable_qos
@@ -49,6 +55,7 @@ FREE_TEXT_TASK = "touch_red_cube"  # the task a prompt that is no task's instruc
 STATUS_PERIOD_S = 1.0  # wall s between status lines
 STATUS_WIDTH = 80  # characters a status line is padded to, so a shorter one overwrites a longer one
 LIMIT_TOLERANCE = 1e-9  # rad or m: float rounding of a command clamped onto a bound
+PENDING_FRAME_SETS = 8  # incomplete camera frame sets kept (newest stamps) while the other cameras' frames arrive
 
 
 def demo_checkpoint(checkpoint: str) -> str:
@@ -103,6 +110,10 @@ class Recording:
         chunks: chunks received; latencies_s: wall seconds from the arrival of the camera frame stamped t_obs to
             the arrival of the chunk, per chunk whose frame was seen.
         frame_arrivals: camera frame stamp (ns) -> wall arrival (``time.monotonic``), the first camera's.
+        predicted: predicted mosaic frames waiting for their instant: stamp (ns) -> uint8[h, w, 3] frames.
+        frame_sets: camera frames of instants not yet complete: stamp (ns) -> camera key -> uint8[H, W, 3].
+        video_correlations: per predicted frame whose instant's camera frames all arrived, the pixel correlation
+            of the two mosaics (module docstring).
     """
 
     names: tuple[str, ...]
@@ -115,6 +126,9 @@ class Recording:
     chunks: int = 0
     latencies_s: list[float] = field(default_factory=list)
     frame_arrivals: dict[int, float] = field(default_factory=dict)
+    predicted: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    frame_sets: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    video_correlations: list[float] = field(default_factory=list)
 
     def status(self) -> str:
         """One status line."""
@@ -134,6 +148,7 @@ class DemoRecorder(Node):
     def __init__(self, spec: EmbodimentSpec, recording: Recording, namespace: str = "") -> None:
         super().__init__("demo_recorder", namespace=namespace,
                          parameter_overrides=[Parameter("use_sim_time", value=True)])
+        self._spec = spec
         self._recording = recording
         self._index = {name: i for i, name in enumerate(recording.names)}
         self.create_subscription(JointState, spec.joint_states_topic, self._on_joint_state, reliable_qos())
@@ -142,7 +157,10 @@ class DemoRecorder(Node):
             self.create_subscription(Float64MultiArray, group.command_topic,
                                      lambda msg, name=group.name: self._on_command(name, msg), reliable_qos())
         self.create_subscription(ActionChunk, "policy_node/action_chunk", self._on_chunk, reliable_qos())
-        self.create_subscription(Image, spec.cameras[0].topic, self._on_frame, camera_qos("reliable"))
+        for camera in spec.cameras:
+            self.create_subscription(Image, camera.topic, lambda msg, key=camera.key: self._on_frame(key, msg),
+                                     camera_qos("reliable"))
+        self.create_subscription(Image, "policy_node/predicted_video", self._on_predicted_frame, reliable_qos())
 
     def _on_joint_state(self, msg: JointState) -> None:
         names, positions = joint_state_arrays(msg)
@@ -160,9 +178,27 @@ class DemoRecorder(Node):
             self._recording.command_times[group].append(now_s)
             self._recording.commands[group].append(np.asarray(msg.data, dtype=np.float64))
 
-    def _on_frame(self, msg: Image) -> None:
+    def _on_frame(self, key: str, msg: Image) -> None:
+        stamp_ns, recording = stamp_to_ns(msg.header.stamp), self._recording
+        with recording.lock:
+            if key == self._spec.cameras[0].key:
+                recording.frame_arrivals[stamp_ns] = time.monotonic()
+            frames = recording.frame_sets.setdefault(stamp_ns, {})
+            frames[key] = image_to_rgb(msg)
+            if len(frames) < len(self._spec.cameras):
+                for old in sorted(recording.frame_sets)[:-PENDING_FRAME_SETS]:
+                    del recording.frame_sets[old]
+                return
+            del recording.frame_sets[stamp_ns]
+            predictions = recording.predicted.pop(stamp_ns, [])
+        for predicted in predictions:  # outside the lock: resizing and correlating take a few ms
+            correlation = mosaic_correlation(predicted, frames, self._spec)
+            with recording.lock:
+                recording.video_correlations.append(correlation)
+
+    def _on_predicted_frame(self, msg: Image) -> None:
         with self._recording.lock:
-            self._recording.frame_arrivals[stamp_to_ns(msg.header.stamp)] = time.monotonic()
+            self._recording.predicted.setdefault(stamp_to_ns(msg.header.stamp), []).append(image_to_rgb(msg))
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         t_obs_ns = stamp_to_ns(msg.header.stamp)
@@ -173,6 +209,16 @@ class DemoRecorder(Node):
                 recording.start_s = t_obs_ns * 1e-9
             if t_obs_ns in recording.frame_arrivals:
                 recording.latencies_s.append(time.monotonic() - recording.frame_arrivals[t_obs_ns])
+
+
+def mosaic_correlation(predicted: np.ndarray, frames: dict[str, np.ndarray], spec: EmbodimentSpec) -> float:
+    """Pixel correlation (Pearson, over every pixel and channel) of a predicted mosaic uint8[h, w, 3] with the
+    mosaic of the camera ``frames`` (key -> uint8[H, W, 3]) of its instant at its size; 0 when either is flat."""
+    actual = model_mosaics({key: image[None] for key, image in frames.items()}, spec, predicted.shape[:2])[0]
+    a, b = predicted.astype(np.float64).ravel(), actual.astype(np.float64).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt((a @ a) * (b @ b))
+    return float(a @ b / norm) if norm > 0 else 0.0
 
 
 def commands_within_limits(recording: Recording, spec: EmbodimentSpec, limits: JointLimitSet) -> bool:
@@ -213,7 +259,8 @@ def plot_joints(path: Path, recording: Recording, spec: EmbodimentSpec) -> None:
 def summarise(options: EvalOptions, result: EpisodeResult, recording: Recording, within_limits: bool) -> dict:
     """``summary.json``: the episode (eval-sim's record) and what the recorder saw. Distances are the task's goal
     distance (``sim/scoring.py``; touch: gripper to the cube, <= 0 in contact) at the first and the last judged
-    state and its smallest, metres; ``latency_p50_s``: wall (:class:`Recording`)."""
+    state and its smallest, metres; ``latency_p50_s``: wall (:class:`Recording`); ``predicted_video_correlation``: the
+    median of :attr:`Recording.video_correlations` (module docstring), None without predicted video."""
     record, distances = result.record, result.distances[:, 1]
 
     def metres(value: float) -> float:
@@ -227,7 +274,11 @@ def summarise(options: EvalOptions, result: EpisodeResult, recording: Recording,
             "distance_min_m": record["min_distance_m"], "chunks": record["chunks"],
             "latency_p50_s": round(float(np.median(recording.latencies_s)), 3) if recording.latencies_s else None,
             "commands": sum(len(times) for times in recording.command_times.values()),
-            "commands_within_urdf_limits": within_limits, "sim_s": record["sim_s"], "wall_s": record["wall_s"],
+            "commands_within_urdf_limits": within_limits,
+            "predicted_video_correlation": (round(float(np.median(recording.video_correlations)), 3)
+                                            if recording.video_correlations else None),
+            "predicted_video_frames_compared": len(recording.video_correlations),
+            "sim_s": record["sim_s"], "wall_s": record["wall_s"],
             "video": record["video"], "video_frames": record["video_frames"], "run_folder": str(options.output_dir)}
 
 
@@ -264,4 +315,4 @@ def run_demo(options: EvalOptions) -> dict:
 
 
 __all__ = ["FREE_TEXT_TASK", "DemoRecorder", "Recording", "commands_within_limits", "demo_checkpoint",
-           "demo_options", "plot_joints", "run_demo", "run_folder", "summarise"]
+           "demo_options", "mosaic_correlation", "plot_joints", "run_demo", "run_folder", "summarise"]

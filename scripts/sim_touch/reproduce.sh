@@ -5,7 +5,7 @@
 #
 #   scripts/sim_touch/reproduce.sh [STAGE...]
 # Stages, by default all in this order: collect dataset train-standard train-flash eval-baselines eval-standard
-# eval-flash table. Stages may run side by side where their inputs are ready (e.g. eval-standard during train-flash).
+# eval-flash table ship. Stages may run side by side where their inputs are ready (e.g. eval-standard during train-flash).
 # Environment: WORK (default runs/sim_touch), NICE (default 10). Needs `make setup` (the dreamzero command).
 # About 1 h of collection, 3-4 h of training per run and 1-2 h of evaluation on a 2-core CPU.
 set -euo pipefail
@@ -17,7 +17,7 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-77} ROS_LOG_DIR=${ROS_LOG_DIR:-/tmp/sim_to
 TASKS=(--task "Touch the red cube." --task "Touch the blue cube.")
 EPISODES=200   # demonstrations: training seeds 0..199
 EVAL_EPISODES=20  # per row, evaluation seeds from 1,000,000 on (never a training scene)
-TRAIN=(--init tiny_sim --no-augment --cache-encodings --start-stride 3 --steps 3000 --batch-size 16 --vae-steps 60
+TRAIN=(--init tiny_sim --no-augment --cache-encodings --start-stride 3 --steps 3000 --batch-size 16 --micro-batch 16 --vae-steps 60
        --workers 1 --save-every 100 --val-every 200 --keep-checkpoints 2)
 mkdir -p "$WORK"
 
@@ -83,8 +83,18 @@ table() {
   python scripts/sim_touch/table.py "$WORK/eval" | tee "$WORK/eval/table.md"
 }
 
+ship() {  # the standard run's model and records, its dataset's meta/ and the golden chunk into the repository
+  local run="$WORK/run_standard" shipped=checkpoints/sim_touch  # its README.md, the model card, is written by hand
+  mkdir -p "$shipped/dataset_meta"
+  cp -r "$run"/{config.json,experiment_cfg,model.safetensors,tokenizer,loss.png,metrics.jsonl,train_summary.json} \
+    "$shipped/"
+  cp "$WORK"/ds/meta/{info.json,modality.json,relative_stats_dreamzero.json,stats.json,tasks.jsonl} \
+    "$shipped/dataset_meta/"
+  python scripts/sim_touch/golden.py "$shipped" tests/data/sim_touch_golden.npz
+}
+
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(collect dataset train-standard train-flash eval-baselines eval-standard eval-flash table)
+[ ${#stages[@]} -eq 0 ] && stages=(collect dataset train-standard train-flash eval-baselines eval-standard eval-flash table ship)
 for stage in "${stages[@]}"; do
   case "$stage" in
     collect) collect ;;
@@ -95,6 +105,7 @@ for stage in "${stages[@]}"; do
     eval-standard) evaluate_standard ;;
     eval-flash) evaluate_flash ;;
     table) table ;;
+    ship) ship ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from dreamzero_embodiments.sim.tasks import EVALUATION_SEED_START, find_task
 from dreamzero_embodiments.spec import load_embodiment
+from dreamzero_model.mosaics import model_mosaics
 from dreamzero_policy import demo
 from dreamzero_policy.cli import build_parser, main
 from dreamzero_policy.eval_sim import EvalOptions
@@ -53,6 +55,18 @@ def test_demo_episode_moves_the_arm_toward_the_prompted_cube_within_limits(ros_c
     # the chunks move the arm toward the prompted cube
     assert summary["distance_end_m"] < summary["distance_start_m"], summary
     assert summary["distance_min_m"] <= summary["distance_end_m"]
+
+
+def test_predicted_mosaic_correlation_is_one_for_the_scene_and_near_zero_for_noise() -> None:
+    rng = np.random.default_rng(0)
+    frames = {c.key: cv2.GaussianBlur(rng.integers(0, 256, (*c.resolution, 3), dtype=np.uint8), (31, 31), 8)
+              for c in SPEC.cameras}  # smooth, scene-like
+    scene = model_mosaics({key: image[None] for key, image in frames.items()}, SPEC, (64, 128))[0]
+    assert demo.mosaic_correlation(scene, frames, SPEC) == pytest.approx(1.0)
+    assert demo.mosaic_correlation(255 - scene, frames, SPEC) == pytest.approx(-1.0)
+    noise = rng.integers(0, 256, scene.shape, dtype=np.uint8)
+    assert abs(demo.mosaic_correlation(noise, frames, SPEC)) < 0.05
+    assert demo.mosaic_correlation(np.zeros_like(scene), frames, SPEC) == 0.0
 
 
 def test_commands_outside_the_urdf_limits_are_reported() -> None:
