@@ -21,7 +21,24 @@ verified hand-written dataset §7):
   q01, q99 per parquet column, §2.4), ``relative_stats_dreamzero.json`` (per relative action key:
   action[i + k] - state[i], k < horizon, i = 0..len - horizon, as the official loader computes it,
   facts §1.9, training-serving-facts §2.4), ``modality.json`` (sub-key slices of the packed columns,
-  §2.2) and ``embodiment.json``.
+  §2.2), ``embodiment.json`` and, when an episode has one, ``step_filter.jsonl`` (below).
+
+``meta/step_filter.jsonl`` lists the start steps the official loader draws but cannot load, so it never
+draws them. Its iterator (``groot/vla/data/dataset/lerobot_sharded.py``,
+``ShardedLeRobotMixtureDataset.__iter__``) draws every step s <= L - max_delta_index (24 in the DROID
+config) of the episode's ``step_filter``. Video frames come from
+``ShardedLeRobotSubLangSingleActionChunkDatasetDROID._uniform_sample_from_language_ranges``: a chunk at
+anchor a needs a + 23 < L, its closing frame a + 24 < L; without the closing frame the last chunk is cut,
+and a clip left without a chunk returns a float ``np.array([])``, on which ``get_video`` raises
+``IndexError: arrays used as indices must be of integer (or boolean) type`` and training stops. With one
+instruction per episode that happens exactly at s = L - 24 when L < 48 (no anchor s - 24 >= 0 to fall
+back on); verified with the official loader on every step of L = 25..100 (:func:`official_unloadable_steps`).
+The official reader (``groot/vla/data/dataset/lerobot.py``, ``LeRobotSingleDataset._get_step_filter``)
+treats the file as optional (absent: every step is allowed); present, each line
+``{"episode_index": e, "step_indices": [...]}`` removes those steps of episode e, and an episode without a
+line has no step filter at all (KeyError when its shard is built). So the file, when written, has one
+line per episode in episode order, ``"step_indices": []`` for the unaffected ones, and it is not written
+when no episode is affected.
 
 Episodes that cannot train are skipped, counted and named, not written: shorter than one chunk
 (fewer than horizon + 1 rows: 24 actions after the anchor plus the frame that closes the chunk's
@@ -122,6 +139,17 @@ def dataset_fps(spec: EmbodimentSpec) -> int | float:
 def min_episode_length(spec: EmbodimentSpec) -> int:
     """Rows an episode needs for one training chunk: horizon + 1 (module docstring)."""
     return spec.timing.horizon + 1
+
+
+def official_unloadable_steps(length: int, horizon: int = 24) -> list[int]:
+    """Start steps the official DreamZero iterator draws from an episode of ``length`` rows (one
+    instruction) but cannot load (module docstring): [L - horizon] when horizon <= L < 2 horizon, else [].
+
+    The official loader draws s <= L - horizon; a clip at s needs an anchor a in {s, s - horizon, ...}
+    with a + horizon < L, and only s = L - horizon has none when s - horizon < 0."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    return [length - horizon] if horizon <= length < 2 * horizon else []
 
 
 def language_keys(spec: EmbodimentSpec) -> tuple[str, ...]:
@@ -387,6 +415,11 @@ class _Dataset:
         dump("modality.json", modality_json(self.spec))
         dump("embodiment.json", {"robot_type": self.spec.embodiment_tag, "embodiment_tag": self.spec.embodiment_tag,
                                  "embodiment": self.spec.name})
+        filters = [{"episode_index": e["episode_index"],
+                    "step_indices": official_unloadable_steps(e["length"], self.spec.timing.horizon)}
+                   for e in self.episodes]
+        if any(row["step_indices"] for row in filters):  # every episode needs a line (module docstring)
+            lines("step_filter.jsonl", filters)
 
 
 def check_output(root: Path, overwrite: bool = False) -> None:
@@ -450,4 +483,5 @@ def write_lerobot_dataset(root: Path, episodes: Iterable[Episode | SkippedEpisod
 
 
 __all__ = ["Episode", "EpisodeError", "SkippedEpisode", "check_output", "dataset_fps", "language_keys",
-           "min_episode_length", "modality_json", "relative_windows", "write_lerobot_dataset"]
+           "min_episode_length", "modality_json", "official_unloadable_steps", "relative_windows",
+           "write_lerobot_dataset"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import av
@@ -152,6 +153,33 @@ def test_statistics_are_recomputed_when_the_files_are_missing(dataset_root, tmp_
     for ours, theirs in zip(recomputed.action_keys + recomputed.state_keys, metadata.action_keys + metadata.state_keys):
         for name in ("q01", "q99", "mean", "min", "max"):
             np.testing.assert_allclose(ours.statistics[name], theirs.statistics[name], atol=1e-6)
+
+
+def test_starts_listed_in_the_step_filter_are_never_drawn(dataset_root, tmp_path, dataset, metadata) -> None:
+    # The writer lists the official loader's unloadable starts of the short episodes (L = 40, 30: s = L - 24),
+    # which our sampler skips anyway (no chunk); any other listed start is left out too.
+    assert dataset.excluded_starts == {0: frozenset({16}), 1: frozenset(), 2: frozenset({6})}
+    full = _stream(dataset, metadata).starts
+    assert [16] not in full[full[:, 0] == 0, 1:].tolist() and [0, 10] in full.tolist()
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset_root, copy)
+    step_filter = copy / "meta" / "step_filter.jsonl"
+    step_filter.write_text('{"episode_index": 0, "step_indices": [0, 10, 16]}\n'
+                           '{"episode_index": 1, "step_indices": [3]}\n')
+    starts = _stream(LeRobotDataset(copy, SPEC), metadata).starts.tolist()
+    expected = [row for row in full.tolist() if tuple(row) not in {(0, 0), (0, 10), (1, 3)}]
+    assert starts == expected  # episode 2 has no line: nothing of it is excluded
+    step_filter.unlink()
+    assert LeRobotDataset(copy, SPEC).excluded_starts == {}  # optional: no file, nothing excluded
+    for bad in ('{"episode_index": 0, "step_indices": [1]}\n{"episode_index": 1}\n',
+                '{"episode_index": 0, "step_indices": [1]}\n{"episode_index": 1, "step_indices": [2.5]}\n',
+                '{"episode_index": 0, "step_indices": [1]}\n{"episode_index": 1, "step_indices": [2]\n'):
+        step_filter.write_text(bad)
+        with pytest.raises(DatasetError, match=re.escape(f"{step_filter}:2: ")):
+            LeRobotDataset(copy, SPEC)
+    step_filter.write_text('{"episode_index": 3, "step_indices": []}\n')
+    with pytest.raises(DatasetError, match=r"step_filter.jsonl:1: episode_index 3 is not an episode"):
+        LeRobotDataset(copy, SPEC)
 
 
 def test_a_dataset_of_another_embodiment_is_refused(dataset_root) -> None:

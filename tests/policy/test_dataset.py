@@ -21,7 +21,8 @@ from rosbags.rosbag2 import Reader, Writer
 
 from dreamzero_policy.bags.bag_types import typestore_for
 from dreamzero_policy.bags.dataset import DatasetOptions, convert_bags
-from dreamzero_policy.bags.lerobot_writer import Episode, write_lerobot_dataset
+from dreamzero_model.training.sampling import clip_for_start, start_steps
+from dreamzero_policy.bags.lerobot_writer import Episode, official_unloadable_steps, write_lerobot_dataset
 from dreamzero_policy.cli import main
 from policy.synthetic_bag import (CAMERA_HZ, GRIPPER_RAD, RECEIVE_DELAY_NS, SPEC, START_NS, arm_positions,
                                    gripper_command_rad, write_droid_bag)
@@ -323,3 +324,23 @@ def test_the_writer_replaces_a_dataset_only_with_a_complete_one(tmp_path) -> Non
     assert write_lerobot_dataset(root, [_episode(25)], SPEC, overwrite=True)["frames"] == 25
     assert _meta(root, "episodes.jsonl") == [{"episode_index": 0, "tasks": [TASK], "length": 25}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_the_step_filter_lists_the_start_the_official_loader_cannot_load_of_short_episodes_only(tmp_path) -> None:
+    """The official DROID iterator draws s <= L - 24 and crashes (IndexError in get_video) at s = L - 24 when
+    L < 48: no anchor s - 24 is left once that chunk's closing frame is cut. Its step filter needs a line per
+    episode once the file exists (lerobot_writer module docstring)."""
+    root = tmp_path / "ds"
+    write_lerobot_dataset(root, [_episode(45), _episode(60)], SPEC)
+    assert (root / "meta/step_filter.jsonl").read_text() == (
+        '{"episode_index": 0, "step_indices": [21]}\n{"episode_index": 1, "step_indices": []}\n')
+    write_lerobot_dataset(root, [_episode(60), _episode(48)], SPEC, overwrite=True)
+    assert not (root / "meta/step_filter.jsonl").exists()  # optional: absent, every step loads
+
+
+def test_unloadable_steps_are_the_starts_without_a_chunk_in_our_reading_of_the_official_sampler() -> None:
+    assert official_unloadable_steps(45) == [21] and official_unloadable_steps(47) == [23]
+    assert official_unloadable_steps(48) == official_unloadable_steps(60) == official_unloadable_steps(23) == []
+    for length in range(24, 150):
+        assert official_unloadable_steps(length) == [s for s in start_steps(length)
+                                                    if clip_for_start(s, length, None) is None], length

@@ -112,7 +112,8 @@ class SampleStream(torch.utils.data.Dataset):
         """int64[M, 2] (episode, start), as :func:`~dreamzero_model.training.sampling.usable_starts`.
 
         An episode with one instruction (every row the same language) depends only on its length, so
-        starts are computed once per length; others row by row.
+        starts are computed once per length; others row by row. The dataset's step filter then removes
+        its excluded starts (``meta/step_filter.jsonl``).
         """
         by_length: dict[int, list[int]] = {}
         rows = []
@@ -127,7 +128,8 @@ class SampleStream(torch.utils.data.Dataset):
             else:
                 starts = [s for s in start_steps(length, self.sampling)
                           if clip_for_start(s, length, language, self.sampling) is not None]
-            rows.extend((episode, s) for s in starts)
+            excluded = self.dataset.excluded_starts.get(episode, frozenset())
+            rows.extend((episode, s) for s in starts if s not in excluded)
         return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
 
     def _language(self, episode: int) -> np.ndarray | None:

@@ -5,8 +5,11 @@ Files read: ``meta/info.json`` (``data_path``, ``video_path``, ``chunks_size``, 
 and annotation columns), ``meta/episodes.jsonl`` (line i must be episode i), ``meta/tasks.jsonl``,
 ``meta/stats.json`` and ``meta/relative_stats_dreamzero.json`` (recomputed in memory when missing or
 without quantiles, with the official formulas; nothing is written into the dataset), and the optional
-``meta/embodiment.json``. Per episode: the parquet file (pyarrow; only the needed columns) and one MP4
-per camera (PyAV), decoding only the frames a sample needs: from the keyframe before the first
+``meta/embodiment.json`` and ``meta/step_filter.jsonl`` (lines ``{"episode_index": e, "step_indices":
+[...]}``: steps never drawn as start steps, as the official ``LeRobotSingleDataset._get_step_filter``
+removes them; absent file or episode: nothing excluded, though the official reader needs a line for
+every episode once the file exists). Per episode: the parquet file (pyarrow; only the needed columns)
+and one MP4 per camera (PyAV), decoding only the frames a sample needs: from the keyframe before the first
 wanted frame to the last wanted one. A frame is the one whose time is the row's parquet ``timestamp``
 within 1e-4 s (LeRobot's tolerance); a missing frame is an error (the official decord path repeats
 frames silently, training-serving-facts §7).
@@ -122,6 +125,7 @@ class LeRobotDataset:
         root: the dataset folder. spec: the embodiment. fps: rows per second (info.json).
         lengths: rows per episode, episode i at position i. tasks: task index -> text.
         resolutions: camera key -> (height, width) of its video (info.json).
+        excluded_starts: episode -> steps never drawn as start steps (``meta/step_filter.jsonl``).
     """
 
     def __init__(self, root: str | Path, spec: EmbodimentSpec) -> None:
@@ -149,6 +153,7 @@ class LeRobotDataset:
                                         for name, entry in annotations.items()) or ("task_index",)
         self.lengths = self._episodes(meta / "episodes.jsonl")
         self.tasks = {int(row["task_index"]): str(row["task"]) for row in _read_jsonl(meta / "tasks.jsonl")}
+        self.excluded_starts = self._step_filter(meta / "step_filter.jsonl")
 
     # ------------------------------------------------------------------------------------------ layout
     def _check_embodiment(self, meta: Path) -> None:
@@ -209,6 +214,29 @@ class LeRobotDataset:
         if not lengths:
             raise DatasetError(f"{path}: no episodes")
         return lengths
+
+    def _step_filter(self, path: Path) -> dict[int, frozenset[int]]:
+        """Episode -> excluded start steps of the optional ``meta/step_filter.jsonl`` (module docstring)."""
+        if not path.is_file():
+            return {}
+        excluded: dict[int, frozenset[int]] = {}
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                episode, steps = row["episode_index"], row["step_indices"]
+                if not (isinstance(steps, list) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                        for v in [episode, *steps])):
+                    raise TypeError("episode_index must be an int and step_indices a list of ints")
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise DatasetError(f"{path}:{number}: not a line {{\"episode_index\": int, \"step_indices\": "
+                                   f"[int, ...]}}: {error!r}") from error
+            if not 0 <= episode < len(self.lengths):
+                raise DatasetError(f"{path}:{number}: episode_index {episode} is not an episode of "
+                                   f"meta/episodes.jsonl (0..{len(self.lengths) - 1})")
+            excluded[episode] = frozenset(steps)
+        return excluded
 
     @property
     def num_episodes(self) -> int:
