@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 
 # Everything that goes into the installed project: a change to any of it reinstalls the project.
 PROJECT_INPUTS := setup.py setup.cfg package.xml resource/dreamzero_policy \
-	$(shell find dreamzero_policy model embodiments launch urdf -type f \
+	$(shell find dreamzero_policy model embodiments launch urdf checkpoints -type f \
 	        -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 MSG_INPUTS := $(shell find dreamzero_msgs -type f 2>/dev/null)
 

@@ -1,13 +1,17 @@
 #!/bin/bash
 # Reproduce the shipped checkpoint checkpoints/sim_touch (its README.md is the model card): demonstrations,
-# dataset, the standard and the Flash training runs, the evaluation table. Every stage is resumable: rerun the
-# script after an interruption and it goes on where it stopped (finished stages are skipped).
+# dataset, the training runs, the evaluation table. Every stage is resumable: rerun the script after an
+# interruption and it goes on where it stopped (finished stages are skipped).
 #
 #   scripts/sim_touch/reproduce.sh [STAGE...]
-# Stages, by default all in this order: collect dataset train-standard train-flash eval-baselines eval-standard
-# eval-flash table ship. Stages may run side by side where their inputs are ready (e.g. eval-standard during train-flash).
+# Stages, by default all in this order: collect dataset train-standard train-flash train-long eval-baselines
+# eval-standard eval-flash table ship. Training runs: run_standard (3,000 steps from scratch) and run_flash (the
+# same with decoupled noise) give the 1-Euler-step comparison; run_long continues run_standard for 6,000 steps
+# and is the shipped model. Evaluations may run beside training, but two torch processes on 2 cores slow each
+# other down many times over (OpenMP threads): run training stages alone.
 # Environment: WORK (default runs/sim_touch), NICE (default 10). Needs `make setup` (the dreamzero command).
-# About 1 h of collection, 3-4 h of training per run and 1-2 h of evaluation on a 2-core CPU.
+# On a 2-core CPU: about 25 min of collection, 45 min (run_standard), 15 min (run_flash) and 25 min (run_long)
+# of training, and 40 s per evaluation episode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${WORK:-runs/sim_touch}
@@ -52,6 +56,17 @@ train_flash() {  # the Flash run shares the standard run's VAE stage and encodin
   train run_flash --flash
 }
 
+train_long() {  # run_standard's model trained on with a second cosine cycle (its encoders, so its encodings)
+  local run="$WORK/run_long"
+  if [ ! -d "$run" ]; then
+    mkdir -p "$run"
+    ln -s ../run_standard/encodings "$run/encodings"
+  fi
+  nice -n "$NICE" dreamzero train "$WORK/ds" --output "$run" --init "$WORK/run_standard" --no-augment \
+    --cache-encodings --start-stride 3 --steps 6000 --batch-size 16 --micro-batch 16 --lr 5e-4 --workers 1 \
+    --save-every 200 --val-every 500 --keep-checkpoints 2 --resume --quiet
+}
+
 eval_row() {  # eval_row NAME ARGS...: one evaluation folder (skipped when complete)
   local out="$WORK/eval/$1"; shift
   if [ -f "$out/summary.json" ] && grep -q '"complete": true' "$out/summary.json"; then return; fi
@@ -64,15 +79,16 @@ evaluate_baselines() {  # needs no trained model
   eval_row random_tiny --checkpoint tiny "${TASKS[@]}" --episodes $EVAL_EPISODES
 }
 
-evaluate_standard() {
-  local standard="$WORK/run_standard"
+evaluate_standard() {  # the shipped model (run_long); the 1-step row on run_standard, trained as long as run_flash
+  local standard="$WORK/run_long"
   eval_row standard --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES
   # prompt swapped to the other cube: 10 scenes of each task
   eval_row swap_red_to_blue --checkpoint "$standard" --task "Touch the red cube." \
     --prompt-override "Touch the blue cube." --episodes $((EVAL_EPISODES / 2))
   eval_row swap_blue_to_red --checkpoint "$standard" --task "Touch the blue cube." \
     --prompt-override "Touch the red cube." --episodes $((EVAL_EPISODES / 2)) --seed-start $((1000000 + EVAL_EPISODES / 2))
-  eval_row standard_euler1 --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash --steps 1
+  eval_row standard_euler1 --checkpoint "$WORK/run_standard" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash \
+    --steps 1
 }
 
 evaluate_flash() {
@@ -83,8 +99,8 @@ table() {
   python scripts/sim_touch/table.py "$WORK/eval" | tee "$WORK/eval/table.md"
 }
 
-ship() {  # the standard run's model and records, its dataset's meta/ and the golden chunk into the repository
-  local run="$WORK/run_standard" shipped=checkpoints/sim_touch  # its README.md, the model card, is written by hand
+ship() {  # the shipped run's model and records, its dataset's meta/ and the golden chunk into the repository
+  local run="$WORK/run_long" shipped=checkpoints/sim_touch  # its README.md, the model card, is written by hand
   mkdir -p "$shipped/dataset_meta"
   cp -r "$run"/{config.json,experiment_cfg,model.safetensors,tokenizer,loss.png,metrics.jsonl,train_summary.json} \
     "$shipped/"
@@ -94,13 +110,15 @@ ship() {  # the standard run's model and records, its dataset's meta/ and the go
 }
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(collect dataset train-standard train-flash eval-baselines eval-standard eval-flash table ship)
+[ ${#stages[@]} -eq 0 ] && stages=(collect dataset train-standard train-flash train-long eval-baselines eval-standard eval-flash
+                                    table ship)
 for stage in "${stages[@]}"; do
   case "$stage" in
     collect) collect ;;
     dataset) dataset ;;
     train-standard) train run_standard ;;
     train-flash) train_flash ;;
+    train-long) train_long ;;
     eval-baselines) evaluate_baselines ;;
     eval-standard) evaluate_standard ;;
     eval-flash) evaluate_flash ;;
