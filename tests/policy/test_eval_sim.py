@@ -123,8 +123,9 @@ def test_prompt_override_is_judged_against_the_task_and_the_prompted_object(ros_
 def test_shipped_checkpoint_episodes_agree_with_the_simulator_and_show_its_predicted_video(
         ros_context, tmp_path: Path, unique_name: str) -> None:
     """The shipped trained model (``sim_touch``, standard sampler) on one scene of each task: whatever it
-    achieves (success rates are measured by its model card's table, not here), every record agrees with a fresh
-    judgement of its final state and its video shows the predicted mosaic beside the cameras."""
+    achieves (success rates are measured by its model card's table, not here), each record's success agrees with
+    its distance and its end (a failed episode's final state, judged afresh, touches nothing it was told to) and
+    its video shows the predicted mosaic beside the cameras."""
     options = _options(tmp_path, unique_name, "sim_touch", (RED, BLUE), episodes=2, timeout_s=SHIPPED_TIMEOUT_S)
     results = run_eval(options)
     print([{k: r.record[k] for k in ("success", "time_to_success_s", "min_distance_m", "chunks", "sim_s", "wall_s")}
@@ -138,13 +139,12 @@ def test_shipped_checkpoint_episodes_agree_with_the_simulator_and_show_its_predi
         assert (record["task"], record["prompt"]) == (task.name, task.instruction)
         assert record["chunks"] >= 1
         assert (record["min_distance_m"] <= TOUCH_DISTANCE_M) == record["success"]
-        touched = _judge_again(record)
-        if record["success"]:  # it ended HOLD_S after the touch (or at the timeout): still touching the cube
-            assert touched[(RED, BLUE).index(task)], record
+        if record["success"]:  # ended HOLD_S after the touch or at the timeout (the arm may leave the cube then)
+            assert 0 < record["time_to_success_s"] <= record["sim_s"]
             assert record["sim_s"] == pytest.approx(min(record["time_to_success_s"] + HOLD_S, options.timeout_s),
                                                     abs=3 / TICK_RATE_HZ)
-        else:
-            assert not touched[(RED, BLUE).index(task)], record
+        else:  # ran to the timeout, and its final state does not touch the prompted cube
+            assert not _judge_again(record)[(RED, BLUE).index(task)], record
             assert record["sim_s"] == pytest.approx(options.timeout_s, abs=2 / TICK_RATE_HZ)
         frames = _video_frames(folder / record["video"])
         assert len(frames) == record["video_frames"] >= 2
