@@ -320,14 +320,21 @@ def test_enable_reset_and_prompt_control_the_session(ros_context, unique_name) -
         assert len(chunks.messages) <= paused_at + 1
         assert any(kv.key == "enabled" and kv.value == "False" for kv in diagnostics.messages[-1].status[0].values)
 
-        assert call(enable, SetBool.Request(data=True)).success
-        resumed = chunks.wait_for(len(chunks.messages) + 1)[-1]
-        assert resumed.session_id != first_session and resumed.chunk_id == 1
+        def first_chunk_after(index: int, old_sessions: tuple[str, ...], what: str) -> ActionChunk:
+            """The first chunk from message ``index`` on of a session not in ``old_sessions`` (a chunk of an old
+            session may still land; the new one's may land before the service reply is read)."""
+            wait_until(lambda: any(m.session_id not in old_sessions for m in chunks.messages[index:]), what)
+            return next(m for m in chunks.messages[index:] if m.session_id not in old_sessions)
 
+        paused = len(chunks.messages)
+        assert call(enable, SetBool.Request(data=True)).success
+        resumed = first_chunk_after(paused, (first_session,), "a chunk after enabling")
+        assert resumed.chunk_id == 1  # a new session, counted from 1
+
+        before_reset = len(chunks.messages)
         reply = call(reset, Trigger.Request())
         assert reply.success and reply.message.startswith("new session")
-        after_reset = chunks.wait_for(len(chunks.messages) + 1)[-1]
-        assert after_reset.session_id not in (first_session, resumed.session_id)
+        first_chunk_after(before_reset, (first_session, resumed.session_id), "a chunk of the reset's session")
 
         prompt.publish(String(data="Open the drawer."))
         wait_until(lambda: any(r.get("prompt") == "Open the drawer." for r in server.requests),
