@@ -172,11 +172,15 @@ class BagRecorder(Node):
 
     def _write(self, topic: str, raw: bytes, info: MessageInfo) -> None:
         """Stamp with the node clock at reception (``receive_stamp_ns``), so a lagging executor does not
-        bunch messages up. The node's callbacks are mutually exclusive, so a topic's stamps are in order."""
+        bunch messages up. On simulated time the wall-clock wait in the queue is no measure of simulated
+        time (a held world's clock stands still while wall time passes: subtracting it stamped lockstep
+        frames up to a second before they were sent, and the bag tools then refused them as stamped ahead
+        of their receive time), so the callback's simulated time is the stamp. The node's callbacks are
+        mutually exclusive, so a topic's stamps are in order."""
         now_ns = self.get_clock().now().nanoseconds
         if now_ns > 0:  # 0: use_sim_time and no /clock yet
-            stamp_ns = receive_stamp_ns(now_ns, time.time_ns(), info["received_timestamp"],
-                                        self._last_stamp_ns.get(topic))
+            received_ns = 0 if self.get_parameter("use_sim_time").value else info["received_timestamp"]
+            stamp_ns = receive_stamp_ns(now_ns, time.time_ns(), received_ns, self._last_stamp_ns.get(topic))
             self._last_stamp_ns[topic] = stamp_ns
             self._writer.write(topic, stamp_ns, raw)
 

@@ -90,7 +90,7 @@ def test_collect_writes_a_successful_bag_and_metadata_per_episode(ros_context, t
     summary = convert_bags([tmp_path / "demos" / f"episode_{i:04d}" / "bag" for i in range(2)], tmp_path / "dataset",
                            SPEC, DatasetOptions(namespace=unique_name, progress=False))
     episodes = [json.loads(line) for line in (tmp_path / "dataset" / "meta" / "episodes.jsonl").read_text().splitlines()]
-    assert summary["episodes"] == 2 and not summary["skipped"]
+    assert summary["episodes"] == 2 and not summary["skipped"], summary["skipped"]
     assert [e["tasks"] for e in episodes] == [[t.instruction] for t in tasks]  # from each episode's metadata.json
     for episode in episodes:  # rows at the action rate over the recorded span
         data = pq.read_table(tmp_path / "dataset" / "data" / "chunk-000" /
