@@ -111,7 +111,8 @@ class Recording:
             the arrival of the chunk, per chunk whose frame was seen.
         frame_arrivals: camera frame stamp (ns) -> wall arrival (``time.monotonic``), the first camera's.
         predicted: predicted mosaic frames waiting for their instant: stamp (ns) -> uint8[h, w, 3] frames.
-        frame_sets: camera frames of instants not yet complete: stamp (ns) -> camera key -> uint8[H, W, 3].
+        frame_sets: camera frames of predicted instants not yet complete: stamp (ns) -> camera key ->
+            uint8[H, W, 3] (frames of instants nothing predicted are not decoded).
         video_correlations: per predicted frame whose instant's camera frames all arrived, the pixel correlation
             of the two mosaics (module docstring).
     """
@@ -183,6 +184,8 @@ class DemoRecorder(Node):
         with recording.lock:
             if key == self._spec.cameras[0].key:
                 recording.frame_arrivals[stamp_ns] = time.monotonic()
+            if stamp_ns not in recording.predicted:  # predictions come before their instant: nothing to compare
+                return
             frames = recording.frame_sets.setdefault(stamp_ns, {})
             frames[key] = image_to_rgb(msg)
             if len(frames) < len(self._spec.cameras):

@@ -89,13 +89,6 @@ def test_usable_starts_are_the_starts_up_to_length_minus_24_with_a_chunk() -> No
     assert clip_for_start(26, 50, None).anchors.tolist() == [2]
 
 
-def test_usable_starts_leave_out_the_starts_of_the_step_filter() -> None:
-    # meta/step_filter.jsonl: listed steps are never drawn (official LeRobotSingleDataset._get_step_filter)
-    rows = usable_starts([30, 50], [None, None], excluded=[{0, 5, 6}, set()])
-    assert rows[rows[:, 0] == 0, 1].tolist() == [1, 2, 3, 4]
-    assert rows[rows[:, 0] == 1, 1].tolist() == list(range(27))
-
-
 def test_many_random_episodes_match_the_reference_reading() -> None:
     rng = np.random.default_rng(0)
     for _ in range(300):

@@ -4,9 +4,10 @@ Rules, as the official DROID-style dataset applies them (facts §1.8; training-s
 
 * Start steps: every step s with s <= L - horizon of an episode of L steps, drawn uniformly over the
   whole dataset, except those the dataset's ``meta/step_filter.jsonl`` lists (the official loader
-  never draws them either); a start that yields no complete chunk is skipped. ``start_stride`` > 1 (not official)
-  keeps every n-th start only: fewer distinct clips, so a run that caches its encodings
-  (``dreamzero train --cache-encodings``) encodes each of them once and then reuses it.
+  never draws them either; ``SampleStream`` removes them); a start that yields no complete chunk is
+  skipped. ``start_stride`` > 1 (not official) keeps every n-th start only: fewer distinct clips, so
+  a run that caches its encodings (``dreamzero train --cache-encodings``) encodes each of them once and
+  then reuses it.
 * Anchors: from s, candidates are tried outward, alternately backwards (s - 24k) and forwards
   (s + 24k), k = 1, 2, ..., after s itself. A direction stops for good at the first candidate
   outside the episode or whose language annotation differs from the one at s. A candidate is kept
@@ -24,7 +25,7 @@ Dimensions: K chunks (1..4), T = 8K + 1 frames, N = 24 K action steps.
 """
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,8 +141,7 @@ def clip_for_start(start: int, length: int, language: Sequence | np.ndarray | No
 
 
 def usable_starts(lengths: Sequence[int], languages: Sequence[Sequence | np.ndarray | None],
-                  config: SamplingConfig = SamplingConfig(),
-                  excluded: Sequence[Collection[int]] | None = None) -> np.ndarray:
+                  config: SamplingConfig = SamplingConfig()) -> np.ndarray:
     """Every (episode position, start) that yields a sample: int64[M, 2], in episode then step order.
 
     Drawing uniformly from these rows is drawing uniformly from all start steps and skipping the ones
@@ -149,11 +149,7 @@ def usable_starts(lengths: Sequence[int], languages: Sequence[Sequence | np.ndar
 
     Args:
         lengths: steps per episode. languages: per episode, as ``language`` of :func:`chunk_anchors`.
-        excluded: per episode, start steps never drawn (its ``meta/step_filter.jsonl`` line), or None.
     """
-    excluded = excluded if excluded is not None else [()] * len(lengths)
-    rows = [(position, start)
-            for position, (length, language, skip) in enumerate(zip(lengths, languages, excluded))
-            for start in start_steps(length, config)
-            if start not in skip and clip_for_start(start, length, language, config) is not None]
+    rows = [(position, start) for position, (length, language) in enumerate(zip(lengths, languages))
+            for start in start_steps(length, config) if clip_for_start(start, length, language, config) is not None]
     return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
