@@ -124,7 +124,8 @@ def run_collect(args: argparse.Namespace) -> int:
     try:  # unknown tasks, no episode, seeds outside the training seeds
         options = collect.CollectOptions(Path(args.output), args.episodes, tuple(find_task(t) for t in args.task),
                                          args.seed_start, args.camera_rate, args.render_processes, args.timeout,
-                                         args.storage, args.namespace, args.params_file)
+                                         args.storage, args.namespace, args.params_file, args.random_start,
+                                         **({} if args.hold is None else {"hold_s": args.hold}))
     except ValueError as error:
         print(f"dreamzero collect: {error}", file=sys.stderr)
         return 2
@@ -233,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="child processes rendering the three cameras (1 on a 2-core machine)")
     collect.add_argument("--timeout", type=float, default=30.0,
                          help="simulated seconds before an unsuccessful episode ends")
+    collect.add_argument("--random-start", type=float, default=0.0, metavar="FRACTION",
+                         help="fraction of the episodes that start from a random arm pose over the table instead "
+                              "of the ready pose (drawn from the seed): demonstrations of the way back to a cube")
+    collect.add_argument("--hold", type=float, default=None, metavar="SECONDS",
+                         help="simulated seconds an episode goes on after the first success, the arm holding "
+                              "(default: sim_episode.HOLD_S, half a second)")
     collect.add_argument("-s", "--storage", default="mcap", choices=("mcap", "sqlite3"))
     collect.add_argument("--namespace", default="", help="namespace of the simulated robot's topics")
     collect.add_argument("--params-file", default="", help="control_mux parameters (default launch/params/droid.yaml)")

@@ -2,9 +2,12 @@
 
 Per episode ``i`` (0-based) the seed is ``seed_start + i`` (it places the tray and cubes,
 ``droid_world``; training seeds only: below ``sim/tasks.py``'s ``EVALUATION_SEED_START``) and the task is
-``tasks[i % len(tasks)]`` (``sim/tasks.py``). In one process, on one executor, fresh for every episode:
+``tasks[i % len(tasks)]`` (``sim/tasks.py``). The arm starts at the ready pose, or, in a fraction
+``random_start`` of the episodes, at a random pose (``demonstrator.random_start``; whether and where are
+drawn from the seed, :func:`start_pose`), so the demonstrations also show the way to a cube from states
+away from the ready pose. In one process, on one executor, fresh for every episode:
 
-* ``sim_droid`` (:func:`~dreamzero_policy.sim_episode.make_sim`: seed, ``use_sim_clock``,
+* ``sim_droid`` (:func:`~dreamzero_policy.sim_episode.make_sim`: seed, start pose, ``use_sim_clock``,
   ``lockstep_cameras``; joint states and the clock at :data:`TICK_RATE_HZ`; its ``clock`` remapped to ``/clock``),
 * ``control_mux`` (the params file's ``control_mux`` section, ``initial_mode`` teleop, on sim time at
   :data:`TICK_RATE_HZ`, so it limits, forwards and times out in simulated time),
@@ -18,8 +21,9 @@ Per episode ``i`` (0-based) the seed is ``seed_start + i`` (it places the tray a
 
 Success is tested on every joint state from the simulator's state by a
 :class:`~dreamzero_policy.sim_episode.Referee` started at the demonstrator's first command: an episode ends
-:data:`HOLD_S` of simulated time after the first success, or ``timeout_s`` of simulated time after the
-demonstration started, and is kept either way (``success`` false). Everything follows the sim's clock, the
+``hold_s`` (default :data:`HOLD_S`) of simulated time after the first success, the demonstrator
+holding the plan's last pose (a longer hold shows a policy that staying at the goal is what follows it), or
+``timeout_s`` of simulated time after the demonstration started, and is kept either way (``success`` false). Everything follows the sim's clock, the
 sim renders the cameras in lockstep and the plan and its start depend on the seed only, so a slow machine
 runs slower but records the same episode at the same simulated instants (frames, joint states, the start).
 What still depends on the machine is which simulated tick a command reaches the sim on: the demonstrator,
@@ -31,13 +35,14 @@ recorder's discovery; before :data:`START_S`).
 
 Output (``DIR`` = ``--output``; the folder of one episode must not exist yet)::
 
-    DIR/episode_0000/metadata.json   {"instruction", "seed", "success", "duration_s", "task"}
+    DIR/episode_0000/metadata.json   {"instruction", "seed", "success", "duration_s", "task", "start_q"}
     DIR/episode_0000/bag/            the rosbag2 bag (MCAP, or sqlite3), stamped in simulated time
 
 ``metadata.json`` lies in the episode folder, beside (not inside) the bag folder: tools that take a
 bag folder (``dreamzero dataset``) read ``instruction`` from the bag folder's parent. ``duration_s`` is
 simulated seconds from the demonstrator's first command to the episode's end (the bag starts a
-little earlier, at rest); ``task`` is the task's name (``touch_red_cube``).
+little earlier, at rest); ``task`` is the task's name (``touch_red_cube``); ``start_q`` the arm's 7 start
+joint positions (rad).
 """
 from __future__ import annotations
 
@@ -55,8 +60,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from dreamzero_embodiments.limits import JointLimitSet
-from dreamzero_embodiments.sim.demonstrator import Plan, plan_from_initial_scene
-from dreamzero_embodiments.sim.droid_world import DroidWorld
+from dreamzero_embodiments.sim.demonstrator import Plan, plan_from_initial_scene, random_start
+from dreamzero_embodiments.sim.droid_world import READY_Q, DroidWorld
 from dreamzero_embodiments.sim.tasks import Task, check_seeds
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_policy.bags.record import BagRecorder
@@ -68,6 +73,7 @@ from dreamzero_policy.sim_episode import (HOLD_S, READY_TIMEOUT_S, SIM_EMBODIMEN
                                           demonstration_limits, make_sim, wait_for)
 
 START_S = 1.0  # simulated: the demonstration starts here, after the recorder's discovery (every 0.5 s)
+RANDOM_START_STREAM = 1  # start_pose draws from numpy's generator seeded (seed, this): independent of the scene
 WALL_PER_SIM_S = 20.0  # wall seconds allowed per simulated second before an episode counts as stalled
 
 
@@ -89,10 +95,17 @@ class CollectOptions:
     storage: str = "mcap"
     namespace: str = ""
     params_file: str = ""
+    random_start: float = 0.0
+    hold_s: float = HOLD_S
 
     def __post_init__(self) -> None:
         if not self.tasks or self.episodes < 1:
             raise ValueError(f"need at least one task and one episode, got {len(self.tasks)} and {self.episodes}")
+        if not 0.0 <= self.random_start <= 1.0:
+            raise ValueError(f"random_start is the fraction of episodes from a random pose, in [0, 1]; got "
+                             f"{self.random_start}")
+        if not self.hold_s >= 0.0:
+            raise ValueError(f"hold_s must be at least 0 simulated seconds, got {self.hold_s}")
         check_seeds(self.seed_start, self.episodes, "training")
 
 
@@ -167,11 +180,21 @@ def recorded_topics(spec: EmbodimentSpec, namespace: str) -> list[str]:
     return [f"{prefix}/{t}" for t in relative] + ["/clock"]
 
 
-def _graph(options: CollectOptions, seed: int, bag: Path, spec: EmbodimentSpec):
+def start_pose(model: DroidWorld, seed: int, random_fraction: float, limits: JointLimitSet) -> np.ndarray:
+    """The arm's start joints (float64[7], rad) for ``seed``'s episode: with probability ``random_fraction`` (a
+    draw from the generator seeded (seed, :data:`RANDOM_START_STREAM`)) a random pose from the same generator
+    (``demonstrator.random_start``, solved on ``model``), else ``droid_world.READY_Q``."""
+    rng = np.random.default_rng((seed, RANDOM_START_STREAM))
+    if rng.random() >= random_fraction:
+        return READY_Q.copy()
+    return random_start(model, limits, rng)
+
+
+def _graph(options: CollectOptions, seed: int, start_q: np.ndarray, bag: Path, spec: EmbodimentSpec):
     """The episode's sim, mux and recorder (see module docstring)."""
     from dreamzero_policy.control_mux import ControlMux
 
-    sim = make_sim(seed, options.camera_rate_hz, options.render_processes, options.namespace)
+    sim = make_sim(seed, options.camera_rate_hz, options.render_processes, options.namespace, start_q - READY_Q)
     try:
         mux_values = node_values(params_path(options.params_file, SIM_EMBODIMENT), "control_mux", {
             "embodiment": SIM_EMBODIMENT, "initial_mode": "teleop", "command_rate_hz": TICK_RATE_HZ,
@@ -200,12 +223,14 @@ def collect_episode(options: CollectOptions, index: int, limits: JointLimitSet) 
     started = time.monotonic()
     model = DroidWorld(seed, spec=spec)  # kinematic model: the plan's IK and the success test
     try:
+        start_q = start_pose(model, seed, options.random_start, limits)
+        model.reset(start_q)
         plan = plan_from_initial_scene(model, task, limits)
         folder.mkdir(parents=True)
-        sim, mux, recorder = _graph(options, seed, folder / "bag", spec)
+        sim, mux, recorder = _graph(options, seed, start_q, folder / "bag", spec)
         wanted = recorded_topics(spec, options.namespace)
         streams = [t for t in wanted if not t.endswith(tuple(g.command_topic for g in spec.controller_groups))]
-        referee = Referee(sim.world_state, model, task, HOLD_S, options.timeout_s)
+        referee = Referee(sim.world_state, model, task, options.hold_s, options.timeout_s)
         try:
             demonstrator = Demonstrator(spec, referee, START_S, options.namespace)
         except Exception:
@@ -225,7 +250,8 @@ def collect_episode(options: CollectOptions, index: int, limits: JointLimitSet) 
     finally:
         model.close()
     metadata = {"instruction": task.instruction, "seed": seed, "success": referee.success_s is not None,
-                "duration_s": round(referee.end_s - referee.start_s, 6), "task": task.name}
+                "duration_s": round(referee.end_s - referee.start_s, 6), "task": task.name,
+                "start_q": [round(float(q), 6) for q in start_q]}
     (folder / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return EpisodeResult(metadata, folder, counts, time.monotonic() - started, referee.end_s)
 
@@ -251,4 +277,4 @@ def summary(results: Sequence[EpisodeResult]) -> dict:
 
 
 __all__ = ["CollectOptions", "Demonstrator", "EpisodeResult", "collect_episode", "demonstration_limits",
-           "recorded_topics", "run_collect", "summary"]
+           "recorded_topics", "run_collect", "start_pose", "summary"]

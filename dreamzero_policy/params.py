@@ -263,6 +263,9 @@ SIM_DROID_PARAMS: tuple[Param, ...] = (
                                   "stamp with it; false: follow and stamp with the node clock."),
     Param("render_processes", 3, "Child processes the cameras are rendered in (cameras split over them); 0 renders "
                                  "in this process, which stalls the physics tick while rendering.", bounds=(0, 3)),
+    Param("start_offset_rad", [0.0] * 7, "Where the arm starts: 7 joint offsets (rad) added to the ready pose "
+                                         "(droid_world.READY_Q), clipped to the limits; zeros: the ready pose "
+                                         "(dreamzero collect --random-start sets it)."),
     Param("lockstep_cameras", False, "With use_sim_clock: render the cameras every 1/camera_rate_hz of simulated "
                                      "time inside the physics tick, which waits for the frames, so they fall on the "
                                      "same simulated instants however slow the machine (the sim runs slower "

@@ -34,8 +34,8 @@ fast one, and none is skipped (``dreamzero collect`` runs the sim so). A supervi
 process reads the world's state with :meth:`SimDroid.world_state`.
 
 Safe behaviour: a command of the wrong length or with a non-finite value is dropped with a throttled
-warning and the arm keeps its last target; before any command it holds the ready pose
-(``droid_world.READY_Q``). If rendering fails the cameras stop (an error is logged) while joint
+warning and the arm keeps its last target; before any command it holds its start pose (the ready pose
+``droid_world.READY_Q`` plus ``start_offset_rad``, zeros by default). If rendering fails the cameras stop (an error is logged) while joint
 states and commands go on, so downstream the policy node sees stale cameras and stops producing
 chunks. Shutdown (:meth:`SimDroid.destroy_node`) stops the render processes.
 """
@@ -53,7 +53,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from dreamzero_embodiments.sim.droid_world import DroidWorld, RenderProcess, WorldState
+from dreamzero_embodiments.sim.droid_world import READY_Q, DroidWorld, RenderProcess, WorldState
 from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_embodiment
 from dreamzero_policy.conversions import ns_to_stamp, rgb_to_image
 from dreamzero_policy.lifecycle import spin_node
@@ -75,10 +75,12 @@ class SimSettings:
     use_sim_clock: bool
     render_processes: int
     lockstep_cameras: bool
+    start_offset_rad: tuple[float, ...]
 
     @classmethod
     def from_node(cls, node: Node) -> SimSettings:
         values = read(node, SIM_DROID_PARAMS)
+        values["start_offset_rad"] = tuple(values["start_offset_rad"])
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
@@ -117,6 +119,10 @@ class SimDroid(Node):
             raise ValueError("lockstep_cameras needs use_sim_clock: only a simulated clock can wait for the frames")
         spec = self._spec = load_embodiment(EMBODIMENT)
         world = self._world = DroidWorld(settings.seed, physics_dt_s=1.0 / settings.physics_rate_hz, spec=spec)
+        if len(settings.start_offset_rad) != 7:
+            raise ValueError(f"start_offset_rad must hold 7 joint offsets (rad), got {list(settings.start_offset_rad)}")
+        if any(settings.start_offset_rad):
+            world.reset(READY_Q + np.asarray(settings.start_offset_rad))
         for group in spec.controller_groups:  # the YAML's groups must map onto the simulated joints
             if group.kind == "joints" and group.names == world.joint_names[:7]:
                 self._roles[group.name] = "arm"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from dreamzero_embodiments.limits import JointLimitSet
 from dreamzero_embodiments.sim.droid_world import DroidWorld, WorldState
@@ -41,15 +41,18 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
         time.sleep(POLL_S)
 
 
-def make_sim(seed: int, camera_rate_hz: float, render_processes: int, namespace: str = ""):
-    """The episode's ``sim_droid`` (module docstring); destroy it with ``destroy_node``."""
+def make_sim(seed: int, camera_rate_hz: float, render_processes: int, namespace: str = "",
+             start_offset_rad: Sequence[float] = (0.0,) * 7):
+    """The episode's ``sim_droid`` (module docstring), its arm starting at the ready pose plus
+    ``start_offset_rad``; destroy it with ``destroy_node``."""
     from dreamzero_policy.sim_droid import SimDroid
 
     return SimDroid(namespace=namespace, cli_args=["--ros-args", "-r", "clock:=/clock"],
                     parameter_overrides=parameter_overrides({
                         "seed": seed, "use_sim_clock": True, "lockstep_cameras": True,
                         "camera_rate_hz": camera_rate_hz, "joint_state_rate_hz": TICK_RATE_HZ,
-                        "render_processes": render_processes}))
+                        "render_processes": render_processes,
+                        "start_offset_rad": [float(v) for v in start_offset_rad]}))
 
 
 def demonstration_limits(params_file: str) -> JointLimitSet:

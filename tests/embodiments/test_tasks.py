@@ -194,3 +194,39 @@ def test_plans_are_deterministic_and_start_where_the_robot_is(worlds: Worlds) ->
     assert plans[0].at(-1.0)[0].tolist() == arm.tolist()
     assert plans[0].at(plans[0].duration_s + 5.0)[0].tolist() == plans[0].arm_q[-1].tolist()
     world.reset(READY_Q)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_starts_lie_over_the_table_and_the_demonstrator_touches_from_them(worlds: Worlds, seed: int) -> None:
+    """A random start (``dreamzero collect --random-start``): the grasp frame in the start box, the hand pointing
+    down, the joints within the limits; from it the plan rises first when it starts below the approach height
+    (so it passes above the other objects) and touches the cube, leaving the other cube where it was."""
+    task, world = TASK[("touch_red_cube", "touch_blue_cube")[seed % 2]], worlds[seed]
+    model = DroidWorld(seed)
+    try:
+        start_q = demo.random_start(model, LIMITS, np.random.default_rng(seed))
+        assert np.all(start_q >= LIMITS.lower[:7]) and np.all(start_q <= LIMITS.upper[:7])
+        model.place_arm(start_q)
+        position, quaternion = model.grasp_pose()
+        (x_low, x_high), (y_low, y_high), (z_low, z_high) = demo.START_BOX_M
+        assert x_low - 1e-3 <= position[0] <= x_high + 1e-3 and y_low - 1e-3 <= position[1] <= y_high + 1e-3
+        assert z_low - 1e-3 <= position[2] - TABLE_TOP_Z_M <= z_high + 1e-3
+        hand_z = demo.Rotation.from_quat(quaternion).as_matrix()[:, 2]
+        assert hand_z[2] < -0.99  # pointing down
+        world.reset(start_q)
+        plan = demo.plan_demonstration(model, task, world.state(), LIMITS, CLOSED_RAD)
+    finally:
+        model.close()
+    cube_top = world.object_pose(task.target)[2] + CUBE_HALF_M
+    low_start = position[2] < cube_top + demo.FINGERTIP_BELOW_GRASP_M + demo.APPROACH_HEIGHT_M
+    assert ("rise" in [name for name, _ in plan.phases]) == low_start
+    np.testing.assert_allclose(plan.at(0.0)[0], start_q, atol=1e-12)
+    other = _other(task).target
+    before = world.object_pose(other)
+    result = demo.rollout(world, plan, task.success, CONTROL_DT_S, hold_s=0.5, timeout_s=plan.duration_s + 3.0)
+    try:
+        assert result.success_s is not None, plan.phases
+        assert np.all(result.commands >= LIMITS.lower) and np.all(result.commands <= LIMITS.upper)
+        np.testing.assert_allclose(world.object_pose(other)[:3], before[:3], atol=1e-3)  # the other cube untouched
+    finally:
+        world.reset(READY_Q)

@@ -1,5 +1,6 @@
 """``dreamzero collect`` in-process: two short touch episodes through the graph (demonstrator -> teleop/<group>
--> control_mux -> sim_droid), one bag and one metadata.json per episode, which ``dreamzero dataset`` then
+-> control_mux -> sim_droid), one from the ready pose and one from a random start (``--random-start 0.5``:
+seeds 2 and 3 draw one of each), one bag and one metadata.json per episode, which ``dreamzero dataset`` then
 turns into a training dataset as they are (the first half of issue 15's chain).
 
 The graph runs in this process (console scripts would run the installed copy of the package). Cameras
@@ -19,6 +20,7 @@ from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
+from dreamzero_embodiments.sim.droid_world import READY_Q
 from dreamzero_embodiments.sim.tasks import find_task
 from dreamzero_embodiments.spec import load_embodiment
 from dreamzero_policy.bags.dataset import DatasetOptions, convert_bags
@@ -30,6 +32,8 @@ from dreamzero_policy.conversions import stamp_to_ns
 SPEC = load_embodiment("droid")
 CAMERA_RATE_HZ = 5.0
 TIMEOUT_S = 10.0  # simulated; a touch takes ~3 s
+HOLD_S = 1.0  # simulated seconds after the touch
+RANDOM_START = 0.5  # seed 2 starts at the ready pose, seed 3 at a random pose (collect.start_pose)
 
 
 def _read_bag(path: Path) -> dict[str, list[tuple[int, bytes]]]:
@@ -46,7 +50,8 @@ def test_collect_writes_a_successful_bag_and_metadata_per_episode(ros_context, t
                                                                   unique_name: str) -> None:
     tasks = (find_task("Touch the red cube."), find_task("Touch the blue cube."))
     options = CollectOptions(tmp_path / "demos", episodes=2, tasks=tasks, seed_start=2, camera_rate_hz=CAMERA_RATE_HZ,
-                             render_processes=1, timeout_s=TIMEOUT_S, namespace=unique_name)
+                             render_processes=1, timeout_s=TIMEOUT_S, namespace=unique_name,
+                             random_start=RANDOM_START, hold_s=HOLD_S)
     results = run_collect(options)
     print({"wall_s": [round(r.wall_s, 1) for r in results], "sim_s": [round(r.sim_s, 2) for r in results]})
     limits = demonstration_limits("")
@@ -58,7 +63,9 @@ def test_collect_writes_a_successful_bag_and_metadata_per_episode(ros_context, t
         assert metadata == result.metadata
         assert {k: metadata[k] for k in ("instruction", "seed", "success", "task")} == {
             "instruction": task.instruction, "seed": 2 + index, "success": True, "task": task.name}
-        assert 1.0 < metadata["duration_s"] < TIMEOUT_S
+        assert 1.0 + HOLD_S < metadata["duration_s"] < TIMEOUT_S
+        start_q = np.array(metadata["start_q"])
+        assert (np.abs(start_q - READY_Q).max() > 0.1) == (index == 1)  # the ready pose, then a random start
 
         messages = _read_bag(folder / "bag")
         assert set(messages) == set(topics)
@@ -66,6 +73,7 @@ def test_collect_writes_a_successful_bag_and_metadata_per_episode(ros_context, t
         states = [deserialize_message(raw, JointState) for _, raw in messages[f"/{unique_name}/joint_states"]]
         state_s = np.array([stamp_to_ns(m.header.stamp) for m in states]) * 1e-9
         span_s = state_s[-1] - state_s[0]
+        np.testing.assert_allclose(states[0].position[:7], start_q, atol=0.02)  # the sim started there
         assert metadata["duration_s"] < span_s < 60.0  # simulated time, from the pre-roll on
         assert len(states) >= 0.95 * span_s * TICK_RATE_HZ  # one per tick, hardly any lost
         assert abs(len(messages["/clock"]) - len(states)) <= 3
@@ -85,6 +93,7 @@ def test_collect_writes_a_successful_bag_and_metadata_per_episode(ros_context, t
         assert np.ptp(arm, axis=0).max() > 0.3  # the arm moved
         assert gripper.max() == pytest.approx(limits.upper[7], abs=0.01)  # closed for the touch
         assert np.abs(states[-1].position[7] - gripper[-1, 0]) < 0.05
+        assert np.ptp(arm[-round(0.5 * HOLD_S * TICK_RATE_HZ):], axis=0).max() < 1e-6  # held still after the touch
 
     # the collected bags are a training dataset as they are (issue 15's chain: collect -> dataset)
     summary = convert_bags([tmp_path / "demos" / f"episode_{i:04d}" / "bag" for i in range(2)], tmp_path / "dataset",
@@ -108,6 +117,14 @@ def test_collect_command_line_parses_and_rejects_an_unknown_task(tmp_path: Path,
     assert main(["collect", "--task", "Touch the green cube.", "-o", str(tmp_path / "out")]) == 2
     assert "unknown task 'Touch the green cube.'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    args = build_parser().parse_args(["collect", "--task", "touch_red_cube", "-o", str(tmp_path), "--random-start",
+                                      "0.5", "--hold", "1.5"])
+    assert (args.random_start, args.hold) == (0.5, 1.5)
+    assert main(["collect", "--task", "touch_red_cube", "-o", str(tmp_path / "out"), "--random-start", "1.5"]) == 2
+    assert "random_start is the fraction of episodes from a random pose, in [0, 1]" in capsys.readouterr().err
+    assert main(["collect", "--task", "touch_red_cube", "-o", str(tmp_path / "out"), "--hold", "-1"]) == 2
+    assert "hold_s must be at least 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_recorder_stamps_never_go_below_zero_near_the_start_of_sim_time() -> None:
@@ -125,4 +142,14 @@ def test_lockstep_cameras_need_the_sim_clock(ros_context, unique_name: str) -> N
 
     with pytest.raises(ValueError, match="lockstep_cameras needs use_sim_clock"):
         SimDroid(namespace=unique_name, parameter_overrides=[Parameter("lockstep_cameras", value=True),
+                                                             Parameter("render_processes", value=0)])
+
+
+def test_the_sim_start_pose_needs_seven_joint_offsets(ros_context, unique_name: str) -> None:
+    from rclpy.parameter import Parameter
+
+    from dreamzero_policy.sim_droid import SimDroid
+
+    with pytest.raises(ValueError, match="start_offset_rad must hold 7 joint offsets"):
+        SimDroid(namespace=unique_name, parameter_overrides=[Parameter("start_offset_rad", value=[0.1, 0.2]),
                                                              Parameter("render_processes", value=0)])

@@ -32,9 +32,18 @@ Scripts (heights are of the grasp frame, which lies :data:`FINGERTIP_BELOW_GRASP
   :data:`CARRY_HEIGHT_M` above the table, move over the tray's centre, lower the cube to
   :data:`RELEASE_HEIGHT_M` above the tray floor, open, and rise again.
 
-The hand's yaw is the cube's yaw plus a multiple of 90 degrees, the one nearest the start yaw, so the
-fingers close on two faces. Plans are open loop: they rely on the position controllers tracking and
+Both scripts begin with a ``rise`` when the grasp frame starts lower than the approach height over the cube
+(a start away from the ready pose, :func:`random_start`): straight up first, so the way over to the cube
+passes above the other objects. The hand's yaw is the cube's yaw plus a multiple of 90 degrees, the one
+nearest the start yaw, so the fingers close on two faces. Plans are open loop: they rely on the position controllers tracking and
 on the cube staying where it was until it is grasped (the approach comes from above).
+
+Random starts. :func:`random_start` draws a start pose for a demonstration that does not begin at the
+ready pose (``dreamzero collect --random-start``): the grasp frame anywhere in :data:`START_BOX_M` over
+the table, the hand pointing down at a yaw within :data:`START_YAW_RAD` of the ready pose's, solved with
+the same IK from the ready pose. Such demonstrations show the way to a cube from states a policy reaches
+when it strays (the arm low beside a cube, the wrist turned), which demonstrations from the ready pose
+alone never visit.
 
 Imports numpy, scipy and the sim modules (pybullet) only; never a clock: times are plan times.
 """
@@ -48,7 +57,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from dreamzero_embodiments.limits import JointLimitSet
-from dreamzero_embodiments.sim.droid_world import CUBE_HALF_M, TABLE_TOP_Z_M, TRAY_FLOOR_TOP_M, DroidWorld, WorldState
+from dreamzero_embodiments.sim.droid_world import (CUBE_HALF_M, READY_Q, TABLE_TOP_Z_M, TRAY_FLOOR_TOP_M, DroidWorld,
+                                                   WorldState)
 from dreamzero_embodiments.sim.tasks import Task
 
 PLAN_RATE_HZ = 50.0  # samples per second of a plan; commands in between are interpolated linearly
@@ -75,6 +85,11 @@ IK_REFINEMENTS = 6  # IK calls per sample at most, each from the previous clippe
 LIMIT_MARGIN_RAD = 0.01  # solutions are clipped this far inside the position limits
 STRETCH_TRIES = 4
 DOWN = Rotation.from_euler("x", math.pi)  # the hand's z axis (along the fingers) pointing down
+# Random starts: where the grasp frame may start (world x, y and height above the table top, m): over the cubes'
+# area and around it, from just above a cube's top (fingertips 2 cm above it) to well above the approach height.
+START_BOX_M = ((0.15, 0.55), (-0.35, 0.35), (0.08, 0.35))
+START_YAW_RAD = math.pi / 2  # the hand's yaw within this of the ready pose's
+START_TRIES = 20  # samples before random_start gives up
 
 
 class PlanningError(ValueError):
@@ -183,7 +198,7 @@ class _PlanBuilder:
         for _ in range(STRETCH_TRIES):
             count = max(2, math.ceil(duration * PLAN_RATE_HZ))
             s = minimum_jerk(np.arange(1, count + 1) / count)
-            arm = self._solve(name, self.position + s[:, None] * (position - self.position), slerp(s))
+            arm = self.solve(name, self.position + s[:, None] * (position - self.position), slerp(s))
             ratio = self._excess(np.vstack([self.arm[-1], arm]))
             if ratio <= 1.0:
                 break
@@ -195,7 +210,7 @@ class _PlanBuilder:
         self.grip.extend((start_gripper + s * (gripper - start_gripper)).tolist())
         self.position, self.orientation = position, orientation
 
-    def _solve(self, name: str, positions: np.ndarray, orientations: Rotation) -> np.ndarray:
+    def solve(self, name: str, positions: np.ndarray, orientations: Rotation) -> np.ndarray:
         """IK of every sample, each seeded with the previous solution: float64[S, 7] rad."""
         q, solutions = self.arm[-1], []
         for position, wanted in zip(positions, orientations.as_quat()):
@@ -255,15 +270,18 @@ def plan_demonstration(model: DroidWorld, task: Task, state: WorldState, limits:
     down = hand_down(yaw)
     top = cube[2] + CUBE_HALF_M + FINGERTIP_BELOW_GRASP_M  # grasp frame height with the fingertips on the top face
     builder.hold("start", START_HOLD_S)
+    approach_z = top + APPROACH_HEIGHT_M
+    if builder.position[2] < approach_z:
+        builder.move("rise", [builder.position[0], builder.position[1], approach_z], builder.orientation)
     if task.kind == "touch":
-        builder.move("approach", [cube[0], cube[1], top + APPROACH_HEIGHT_M], down, gripper_closed_rad)
+        builder.move("approach", [cube[0], cube[1], approach_z], down, gripper_closed_rad)
         builder.move("touch", [cube[0], cube[1], top - TOUCH_PRESS_M], down)
     elif task.kind == "put_in_tray":
         tray = model.object_pose("tray")
         carry = TABLE_TOP_Z_M + CARRY_HEIGHT_M + FINGERTIP_BELOW_GRASP_M
         grasp = cube[2] + GRASP_HEIGHT_M
         release = tray[2] + TRAY_FLOOR_TOP_M + RELEASE_HEIGHT_M + CUBE_HALF_M + GRASP_HEIGHT_M
-        builder.move("approach", [cube[0], cube[1], top + APPROACH_HEIGHT_M], down, 0.0)
+        builder.move("approach", [cube[0], cube[1], approach_z], down, 0.0)
         builder.move("descend", [cube[0], cube[1], grasp], down)
         builder.gripper("close", gripper_closed_rad)
         builder.hold("squeeze", GRIP_HOLD_S)
@@ -288,6 +306,29 @@ def plan_from_initial_scene(model: DroidWorld, task: Task, limits: JointLimitSet
     """
     gripper = next(k for k in model.spec.state if k.key == "gripper_position")  # DroidWorld checked it exists
     return plan_demonstration(model, task, model.state(), limits, gripper.unit_map.ros[1])
+
+
+def random_start(model: DroidWorld, limits: JointLimitSet, rng: np.random.Generator) -> np.ndarray:
+    """A random start pose of the arm (module docstring, "Random starts"): float64[7] rad within the limits.
+
+    Args:
+        model: a DroidWorld used as a kinematic model (its arm is moved; the objects do not matter).
+        limits: as for :func:`plan_demonstration`. rng: draws the pose.
+
+    Raises:
+        PlanningError: no sample of :data:`START_TRIES` had an IK solution within the limits.
+    """
+    (x_low, x_high), (y_low, y_high), (z_low, z_high) = START_BOX_M
+    builder = _PlanBuilder(model, limits, READY_Q, 0.0)  # every IK starts from the ready pose
+    for _ in range(START_TRIES):
+        position = np.array([rng.uniform(x_low, x_high), rng.uniform(y_low, y_high),
+                             TABLE_TOP_Z_M + rng.uniform(z_low, z_high)])
+        orientation = hand_down(builder.yaw + rng.uniform(-START_YAW_RAD, START_YAW_RAD))
+        try:
+            return builder.solve("start", position[None], Rotation.concatenate([orientation]))[0]
+        except PlanningError:
+            continue
+    raise PlanningError(f"start: no IK solution within the limits for {START_TRIES} random poses in {START_BOX_M}")
 
 
 @dataclass(frozen=True)
@@ -328,4 +369,4 @@ def rollout(world: DroidWorld, plan: Plan, success: Callable[[DroidWorld], bool]
 
 
 __all__ = ["Plan", "PlanningError", "Rollout", "grasp_yaw", "hand_down", "minimum_jerk", "plan_demonstration",
-           "plan_from_initial_scene", "rollout"]
+           "plan_from_initial_scene", "random_start", "rollout"]
