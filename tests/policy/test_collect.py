@@ -1,7 +1,9 @@
 """``dreamzero collect`` in-process: two short touch episodes through the graph (demonstrator -> teleop/<group>
 -> control_mux -> sim_droid), one from the ready pose and one from a random start (``--random-start 0.5``:
 seeds 2 and 3 draw one of each), one bag and one metadata.json per episode, which ``dreamzero dataset`` then
-turns into a training dataset as they are (the first half of issue 15's chain).
+turns into a training dataset as they are, on which ``dreamzero train`` trains the tiny model a few steps
+into a checkpoint that the policy node's local backend runs on the recorded frames (issue 15's whole chain:
+ROS bag in, checkpoint out).
 
 The graph runs in this process (console scripts would run the installed copy of the package). Cameras
 at 5 Hz in one render process, so it fits the 2-core CI machine; about 30-60 s there, most of it
@@ -27,7 +29,7 @@ from dreamzero_policy.bags.dataset import DatasetOptions, convert_bags
 from dreamzero_policy.bags.record import receive_stamp_ns
 from dreamzero_policy.cli import build_parser, main
 from dreamzero_policy.collect import TICK_RATE_HZ, CollectOptions, demonstration_limits, recorded_topics, run_collect
-from dreamzero_policy.conversions import stamp_to_ns
+from dreamzero_policy.conversions import image_to_rgb, stamp_to_ns
 
 SPEC = load_embodiment("droid")
 CAMERA_RATE_HZ = 5.0
@@ -46,8 +48,8 @@ def _read_bag(path: Path) -> dict[str, list[tuple[int, bytes]]]:
 
 
 @pytest.mark.slow
-def test_collect_writes_a_successful_bag_and_metadata_per_episode(ros_context, tmp_path: Path,
-                                                                  unique_name: str) -> None:
+def test_collected_bags_become_a_dataset_and_a_trained_checkpoint(ros_context, tmp_path: Path,
+                                                                   unique_name: str) -> None:
     tasks = (find_task("Touch the red cube."), find_task("Touch the blue cube."))
     options = CollectOptions(tmp_path / "demos", episodes=2, tasks=tasks, seed_start=2, camera_rate_hz=CAMERA_RATE_HZ,
                              render_processes=1, timeout_s=TIMEOUT_S, namespace=unique_name,
@@ -106,6 +108,25 @@ def test_collect_writes_a_successful_bag_and_metadata_per_episode(ros_context, t
                              f"episode_{episode['episode_index']:06d}.parquet")
         assert data.num_rows == episode["length"] >= SPEC.timing.horizon + 1
         np.testing.assert_allclose(np.diff(data.column("timestamp").to_numpy()), SPEC.timing.dt, atol=1e-4)
+
+    # ... and `dreamzero train` trains on it: a checkpoint that the policy node's backend runs on a recorded frame
+    from dreamzero_model.training.cli import main as train_main
+    from dreamzero_model.training.metrics import MetricsLog
+    from dreamzero_policy.backends.base import Observation
+    from dreamzero_policy.backends.local import LocalBackend
+
+    run = tmp_path / "run"
+    assert train_main([str(tmp_path / "dataset"), "--output", str(run), "--init", "tiny", "--steps", "2",
+                       "--batch-size", "2", "--vae-steps", "1", "--workers", "0", "--save-every", "2",
+                       "--val-every", "0", "--no-augment", "--quiet"]) == 0
+    losses = [line["loss"] for line in MetricsLog(run, True).read() if "loss" in line]
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    views = {key: image_to_rgb(images[0])[None] for key, images in frames.items()}  # the last episode's first frame
+    backend = LocalBackend(SPEC, checkpoint=str(run))
+    backend.reset(tasks[1].instruction, "session")
+    prediction = backend.infer(Observation(t_obs_ns=0, views=views, state=np.array(states[0].position),
+                                           prompt=tasks[1].instruction, session_id="session", first_of_session=True))
+    assert prediction.actions.shape == (SPEC.timing.horizon, 8) and np.isfinite(prediction.actions).all()
 
 
 def test_collect_command_line_parses_and_rejects_an_unknown_task(tmp_path: Path, capsys) -> None:
