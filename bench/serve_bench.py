@@ -1,7 +1,8 @@
 """``dreamzero serve`` under concurrent DROID sessions: calls/s, round-trip percentiles, server overhead.
 
-For each session count N (``--sessions``, default 1 2 4) a fresh server runs as a subprocess
-(``python -m dreamzero_model.serving --checkpoint tiny --port 0 --quiet --no-warmup``), gets one
+For each session count N (``--sessions``, default 1 2 4) and each ``--max-batch`` B (default 1 4: batching
+off and on, side by side) a fresh server runs as a subprocess
+(``python -m dreamzero_model.serving --checkpoint tiny --port 0 --quiet --no-warmup --max-batch B``), gets one
 untimed 2-call warm-up session, then N sessions in N separate processes start together (a barrier)
 and each makes ``--calls`` infer calls. A session is built like the official DROID client: a sync
 websockets connection to ``/oxe_droid`` (no compression, no size limit), the handshake read first,
@@ -10,10 +11,11 @@ random uint8 frames of the three DROID cameras (180x320): 1 frame per camera on 
 9-frame continuations. A round trip is pack + send + receive + unpack (the official ``infer``);
 frames are made before the clock starts.
 
-Per N: calls/s over the wall time of all sessions (first start to last end), p50/p95 round trip, and
+Per (N, B): calls/s over the wall time of all sessions (first start to last end), p50/p95 round trip, and
 the server's own figures from ``GET /metrics`` after the run (summaries over every call of that
 server, the 2 warm-up calls included): infer, model, overhead (infer minus model: decoding, queueing,
-``model_mosaics`` stitching, encoding) and queue-wait p50.
+``model_mosaics`` stitching, encoding) and queue-wait p50, and the calls by batch size (how many calls'
+chunks were denoised together; the warm-up calls ran alone).
 
 Direct reference, in this process, just before N = 1: the same checkpoint loaded as
 ``WamPolicy.from_pretrained(..., "oxe_droid", decode_video=False)`` and the same call sequence run as
@@ -26,7 +28,8 @@ clients is pinned to 1 thread (``OMP_NUM_THREADS=1``). Figures are relative, on 
 machine: compare rows of one run, not runs; the load average is printed with them.
 
 Usage:
-    PYTHONPATH=embodiments:model:. .venv/bin/python bench/serve_bench.py [--sessions 1 2 4] [--calls 20] [--json]
+    PYTHONPATH=embodiments:model:. .venv/bin/python bench/serve_bench.py [--sessions 1 2 4] [--max-batch 1 4]
+        [--calls 20] [--json]
 Figures measured go to bench/RESULTS.md together with the command.
 """
 from __future__ import annotations
@@ -100,11 +103,12 @@ def _session_worker(url: str, index: int, calls: int, barrier, results) -> None:
 class Server:
     """``dreamzero serve --checkpoint tiny`` on a free port; stderr goes to a temporary log."""
 
-    def __init__(self, threads: int, max_sessions: int) -> None:
+    def __init__(self, threads: int, max_sessions: int, max_batch: int) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="serve-bench-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dreamzero_model.serving", "--checkpoint", "tiny", "--port", "0", "--quiet",
-             "--no-warmup", "--cpu-threads", str(threads), "--max-sessions", str(max_sessions)],
+             "--no-warmup", "--cpu-threads", str(threads), "--max-sessions", str(max_sessions),
+             "--max-batch", str(max_batch)],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
             env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         line: list[str] = []
@@ -116,12 +120,14 @@ class Server:
             raise RuntimeError(f"server did not start ({line!r}); log:\n{Path(self.log.name).read_text()[-3000:]}")
         self.url = line[0][len(LISTENING):].strip()
 
-    def metrics_p50_ms(self) -> dict[str, float]:
-        """Summary name -> its p50 in ms, from ``/metrics``."""
+    def metrics(self) -> tuple[dict[str, float], dict[int, int]]:
+        """From ``/metrics``: summary name -> its p50 in ms, and batch size -> calls answered in batches of it."""
         with urllib.request.urlopen("http" + self.url[2:] + "/metrics", timeout=30) as response:  # noqa: S310
             text = response.read().decode()
         samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-        return {m: 1e3 * float(samples[f'dreamzero_{m}_seconds{{quantile="0.5"}}']) for m in METRICS}
+        batches = {int(name.split('"')[1]): int(float(n)) for name, n in samples.items()
+                   if name.startswith("dreamzero_batched_calls_total") and float(n)}
+        return {m: 1e3 * float(samples[f'dreamzero_{m}_seconds{{quantile="0.5"}}']) for m in METRICS}, batches
 
     def stop(self) -> None:
         self.process.terminate()
@@ -134,9 +140,10 @@ class Server:
             os.unlink(self.log.name)
 
 
-def run_concurrent(sessions: int, calls: int, threads: int, max_sessions: int) -> dict:
-    """N sessions in N processes against a fresh server: calls/s, round-trip p50/p95 and the server's p50s."""
-    server = Server(threads, max_sessions)
+def run_concurrent(sessions: int, calls: int, threads: int, max_sessions: int, max_batch: int) -> dict:
+    """N sessions in N processes against a fresh server: calls/s, round-trip p50/p95, the server's p50s and
+    calls by batch size."""
+    server = Server(threads, max_sessions, max_batch)
     try:
         run_session(server.url, "warmup", WARMUP_CALLS, seed=1000)
         context = mp.get_context("spawn")
@@ -148,12 +155,13 @@ def run_concurrent(sessions: int, calls: int, threads: int, max_sessions: int) -
         outcomes = [results.get(timeout=3600)[1] for _ in workers]
         for worker in workers:
             worker.join()
-        server_ms = server.metrics_p50_ms()
+        server_ms, batches = server.metrics()
     finally:
         server.stop()
     rtts = sorted(r for _, _, session in outcomes for r in session)
     wall = max(end for _, end, _ in outcomes) - min(start for start, _, _ in outcomes)
-    return {"sessions": sessions, "calls_per_s": len(rtts) / wall, "p50_ms": 1e3 * statistics.median(rtts),
+    return {"sessions": sessions, "max_batch": max_batch, "batched_calls": batches,
+            "calls_per_s": len(rtts) / wall, "p50_ms": 1e3 * statistics.median(rtts),
             "p95_ms": 1e3 * rtts[min(len(rtts) - 1, int(np.ceil(0.95 * len(rtts))) - 1)],
             **{f"server_{m}_p50_ms": v for m, v in server_ms.items()}}
 
@@ -189,6 +197,8 @@ def run_direct(calls: int, threads: int) -> list[tuple[float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4], help="concurrent session counts")
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 4],
+                        help="server --max-batch values, each run per session count (1: batching off)")
     parser.add_argument("--calls", type=int, default=20, help="infer calls per session")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server and the direct run")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -198,11 +208,12 @@ def main() -> None:
     for n in args.sessions:
         if n == 1 and direct is None:
             direct = run_direct(args.calls, args.threads)
-        rows.append(run_concurrent(n, args.calls, args.threads, max_sessions=max(args.sessions) + 1))
+        rows += [run_concurrent(n, args.calls, args.threads, max_sessions=max(args.sessions) + 1, max_batch=b)
+                 for b in args.max_batch]
     result = {"calls_per_session": args.calls, "threads": args.threads, "rows": rows,
               "loadavg": [round(x, 2) for x in os.getloadavg()]}
     if direct is not None:
-        one = next(r for r in rows if r["sessions"] == 1)
+        one = next(r for r in rows if r["sessions"] == 1)  # the first --max-batch (1 session never batches)
         result["direct_p50_ms"] = 1e3 * statistics.median(a + b for a, b in direct)
         result["direct_mosaics_p50_ms"] = 1e3 * statistics.median(a for a, _ in direct)
         result["direct_infer_p50_ms"] = 1e3 * statistics.median(b for _, b in direct)
@@ -211,13 +222,14 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"{args.calls} calls per session, torch threads {args.threads}, load average {result['loadavg']}")
-    print("| sessions | calls/s | p50 ms | p95 ms | server infer p50 | server model p50 | server overhead p50 "
-          "| server queue wait p50 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| sessions | max batch | calls/s | p50 ms | p95 ms | server infer p50 | server model p50 "
+          "| server overhead p50 | server queue wait p50 | calls by batch size |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['sessions']} | {r['calls_per_s']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+        batches = ", ".join(f"{size}: {n}" for size, n in sorted(r["batched_calls"].items()))
+        print(f"| {r['sessions']} | {r['max_batch']} | {r['calls_per_s']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
               f"| {r['server_infer_p50_ms']:.1f} | {r['server_model_p50_ms']:.1f} "
-              f"| {r['server_overhead_p50_ms']:.1f} | {r['server_queue_wait_p50_ms']:.1f} |")
+              f"| {r['server_overhead_p50_ms']:.1f} | {r['server_queue_wait_p50_ms']:.1f} | {batches} |")
     if direct is not None:
         print(f"direct model_mosaics + infer p50: {result['direct_p50_ms']:.1f} ms (model_mosaics "
               f"{result['direct_mosaics_p50_ms']:.1f}, infer {result['direct_infer_p50_ms']:.1f}); client-side "

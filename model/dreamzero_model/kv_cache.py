@@ -32,14 +32,22 @@ class LayerCache:
         return self.k[:, :tokens], self.v[:, :tokens]
 
 
+@dataclass(frozen=True)
 class KVCache:
-    """Keys and values float[layers, B, max_tokens, H, Dh]; the session tracks which tokens are valid."""
+    """Keys and values float[layers, B, max_tokens, H, Dh]; the session tracks which tokens are valid.
 
-    def __init__(self, num_layers: int, batch: int, max_tokens: int, num_heads: int, head_dim: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+    :meth:`zeros` allocates one context's cache; a cache built directly over existing tensors is a view the
+    caller assembled (the sessions' caches stacked along B for one batched denoising pass, which only reads).
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+    @classmethod
+    def zeros(cls, num_layers: int, batch: int, max_tokens: int, num_heads: int, head_dim: int,
+              device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> KVCache:
         shape = (num_layers, batch, max_tokens, num_heads, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 
     @property
     def max_tokens(self) -> int:

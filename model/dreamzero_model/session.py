@@ -17,13 +17,22 @@ One session is one context of the World Action Model for a batch of B robots:
   must call ``reset`` and ``step`` with the same inputs.
 * After ``max_chunk_size`` chunks (9 latent frames) or on a new prompt the context must be reset
   with the newest frame (``should_reset``); the policy layer owns the encoders that produce it.
+* Several sessions step together (:func:`step_together`, the model server's batching) when their
+  chunks align (:attr:`WamSession.step_key`: same DiT, sampler, cache mode, CFG group and chunk
+  position, hence the same cache length): each writes its observed latents into its own cache, then
+  one denoising loop runs on their rows stacked along the batch dimension (contexts, ``y`` and the
+  valid part of the caches concatenated, branch by branch), one batched DiT call per step, and the
+  chunks are split back. The loop only reads the caches, so nothing is written back. Each session's
+  initial noise is drawn as if it ran alone, so its chunk equals its solo chunk to float rounding
+  (CPU GEMMs sum few rows in another order). ``step`` is ``step_together`` of one session.
 
 Shapes: B batch, z latent channels, h/w latent grid, Na actions per chunk (24), A action width (32),
 S state width (64). Imports torch (and torch.distributed) only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import torch
 import torch.distributed as dist
@@ -182,9 +191,9 @@ class WamSession:
         self._cache = None
         self._clean = None
         if self.use_kv_cache:
-            self._cache = KVCache(config.num_layers, self._rows(first_latent).shape[0],
-                                  config.local_attn_size * config.frame_seqlen, config.num_heads, config.head_dim,
-                                  device=first_latent.device, dtype=dtype)
+            self._cache = KVCache.zeros(config.num_layers, self._rows(first_latent).shape[0],
+                                        config.local_attn_size * config.frame_seqlen, config.num_heads,
+                                        config.head_dim, device=first_latent.device, dtype=dtype)
         self._frame = 0
         self._write_clean(first_latent)
 
@@ -263,6 +272,12 @@ class WamSession:
         return [(flat[:split].view(video_velocity.shape), flat[split:].view(action_velocity.shape))
                 for flat in gathered]
 
+    @property
+    def step_key(self) -> tuple:
+        """Sessions with equal keys step together exactly (:func:`step_together`): the same DiT, sampler, cache
+        mode and CFG group, and the same chunk position (hence the same cache length)."""
+        return id(self.model), self.sampler, self.use_kv_cache, id(self._group), self._frame
+
     @torch.no_grad()
     def step(self, observed_latents: torch.Tensor | None, state: torch.Tensor) -> StepResult:
         """Predict the next chunk.
@@ -277,23 +292,61 @@ class WamSession:
                 the newest frame).
             ValueError: observed latents missing after the first step, or given on the first one.
         """
-        config = self.config
+        return step_together([self], [observed_latents], [state])[0]
+
+    def _check_step(self, observed_latents: torch.Tensor | None) -> None:
+        """Raise (as :meth:`step` documents) unless this session can take a step with ``observed_latents``."""
         if self.needs_reset:
             raise RuntimeError("context is full or was never started: call reset() with the newest frame"
                                if self._frame else "call reset() before step()")
         first_step = self._frame == 1
         if first_step and observed_latents is not None:
             raise ValueError("the first step of a context takes no observed latents (only the conditioning frame)")
-        if not first_step:
-            if observed_latents is None or observed_latents.shape[2] != config.num_frame_per_block:
-                raise ValueError(f"step needs the {config.num_frame_per_block} observed latent frames of the chunk "
-                                 "just executed")
-            self._frame -= config.num_frame_per_block  # overwrite where the prediction would have been
+        if not first_step and (observed_latents is None
+                               or observed_latents.shape[2] != self.config.num_frame_per_block):
+            raise ValueError(f"step needs the {self.config.num_frame_per_block} observed latent frames of the chunk "
+                             "just executed")
+
+    def _write_observed(self, observed_latents: torch.Tensor | None) -> None:
+        """Write the executed chunk's latents where the previous call's predictions were (not on a first step)."""
+        if observed_latents is not None:
+            self._frame -= self.config.num_frame_per_block
             self._write_clean(observed_latents)
 
-        device = state.device
-        video, actions = initial_noise(self._batch, config, self.sampler.seed, device,
-                                       next(self.model.parameters()).dtype)
+    @classmethod
+    def _stacked(cls, sessions: Sequence[WamSession]) -> WamSession:
+        """A session over the aligned ``sessions``' rows for one denoising loop (reads only; module docstring).
+
+        Rows are stacked branch by branch (conditional rows of every session, then unconditional ones), the
+        layout :meth:`_rows` and :meth:`_guide` use; the caches are cut to their valid tokens.
+        """
+        lead = sessions[0]
+        stack = cls(lead.model, lead.sampler, use_kv_cache=lead.use_kv_cache, cfg_group=lead._group)
+        branches = 2 if lead.branch == "both" else 1
+
+        def rows(parts: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
+            by_branch = zip(*(part.chunk(branches, dim) for part in parts))  # (conditional rows...), (unconditional...)
+            return torch.cat([piece for branch in by_branch for piece in branch], dim)
+
+        stack._frame, stack._batch = lead._frame, sum(s._batch for s in sessions)
+        stack._context = [CrossContext(**{f.name: rows([getattr(c, f.name) for c in layer])
+                                          for f in fields(CrossContext)})
+                          for layer in zip(*(s._context for s in sessions))]
+        if lead._y is not None:
+            stack._y = rows([s._y for s in sessions])
+        if lead.use_kv_cache:
+            tokens = lead._frame * lead.config.frame_seqlen
+            stack._cache = KVCache(rows([s._cache.k[:, :, :tokens] for s in sessions], dim=1),
+                                   rows([s._cache.v[:, :, :tokens] for s in sessions], dim=1))
+        else:
+            stack._clean = rows([s._clean for s in sessions])
+        return stack
+
+    def _denoise(self, video: torch.Tensor, actions: torch.Tensor,
+                 state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The denoising loop at the current position: noise video float32[B, z, 2, h, w] and actions
+        float32[B, Na, A], state float[B, S] -> denoised video, actions and the number of DiT calls."""
+        config, device = self.config, state.device
         state_rows = self._rows(state.reshape(self._batch, 1, config.max_state_dim).float())
         chunk = (self._frame - 1) // config.num_frame_per_block
         video_sampler, action_sampler = FlowSampler(self.sampler), FlowSampler(self.sampler)
@@ -308,5 +361,43 @@ class WamSession:
                 calls += 1
             video = video_sampler.step(video_velocity, index, video)
             actions = action_sampler.step(action_velocity, index, actions)
-        self._frame += config.num_frame_per_block
-        return StepResult(actions=actions, latents=video, dit_calls=calls)
+        return video, actions, calls
+
+
+@torch.no_grad()
+def step_together(sessions: Sequence[WamSession], observed_latents: Sequence[torch.Tensor | None],
+                  states: Sequence[torch.Tensor]) -> list[StepResult]:
+    """Predict the next chunk of several sessions in one denoising loop (module docstring); as
+    :meth:`WamSession.step` on each, to float rounding.
+
+    Args:
+        sessions: distinct sessions with equal :attr:`WamSession.step_key`.
+        observed_latents, states: each session's arguments of :meth:`WamSession.step`.
+
+    Returns:
+        Each session's chunk, in order.
+
+    Raises:
+        ValueError: the sessions do not align or repeat; as :meth:`WamSession.step` (checked for every session
+            before any is changed).
+        RuntimeError: as :meth:`WamSession.step`.
+    """
+    keys = {session.step_key for session in sessions}
+    if len(keys) != 1 or len({id(session) for session in sessions}) != len(sessions):
+        raise ValueError(f"step_together needs distinct sessions at one chunk position of one model and sampler, "
+                         f"got positions {[session.frame for session in sessions]}")
+    for session, latents in zip(sessions, observed_latents, strict=True):
+        session._check_step(latents)
+    for session, latents in zip(sessions, observed_latents):
+        session._write_observed(latents)
+    lead = sessions[0]
+    dtype = next(lead.model.parameters()).dtype
+    noise = [initial_noise(s._batch, s.config, s.sampler.seed, states[0].device, dtype) for s in sessions]
+    stack = lead if len(sessions) == 1 else WamSession._stacked(sessions)
+    state = torch.cat([state.reshape(s._batch, -1) for s, state in zip(sessions, states, strict=True)])
+    video, actions, calls = stack._denoise(torch.cat([v for v, _ in noise]), torch.cat([a for _, a in noise]), state)
+    sizes = [session._batch for session in sessions]
+    for session in sessions:
+        session._frame += session.config.num_frame_per_block
+    return [StepResult(actions=a, latents=v, dit_calls=calls)
+            for a, v in zip(actions.split(sizes), video.split(sizes))]

@@ -78,7 +78,7 @@ def _session_calls(session: WamSession) -> dict[str, list[torch.Tensor]]:
 
 
 def _engine_calls() -> list[ModelCall]:
-    """Two sessions' first calls, then their continuations, interleaved."""
+    """Two sessions' first calls, then their continuations, interleaved (rank 0 runs each pair as one batch)."""
     observations = _observations()
     return [ModelCall(key, ROBOT.tag, *observations[i], PROMPT) for i in range(2) for key in ("a", "b")]
 
@@ -105,18 +105,22 @@ def _split_scenario() -> dict:
 
 
 def _engine_scenario(checkpoint: Path) -> dict:
-    """Rank 0 runs the calls, drops session a, sends a call the policy refuses, stops; rank 1 serves."""
+    """Rank 0 runs the calls in batches of 2 (aligned: denoised together on both ranks), drops session a, sends a
+    call the policy refuses, stops; rank 1 serves."""
     engine = DistributedEngine.from_checkpoint(checkpoint, sampler=SAMPLER, progress=False)
     result = {"kv_bytes": engine.kv_cache_bytes_per_session()}
     if not engine.serves_socket:
         return {**result, "calls": engine.serve_forever(), "live": engine.live_contexts}
-    actions = [engine.run(call).actions for call in _engine_calls()]
+    calls = _engine_calls()
+    predictions = [p for start in range(0, len(calls), 2)
+                   for p in engine.complete([engine.prepare(call) for call in calls[start:start + 2]])]
+    actions, batch_sizes = [p.actions for p in predictions], [p.batch_size for p in predictions]
     engine.drop("a")
     with pytest.raises(ValueError, match="state must be 8 finite values"):
         engine.run(ModelCall("b", ROBOT.tag, _observations()[2][0], np.zeros(3), PROMPT))
     live = engine.live_contexts
     engine.stop()
-    return {**result, "actions": actions, "live": live}
+    return {**result, "actions": actions, "batch_sizes": batch_sizes, "live": live}
 
 
 def _process(rank: int, port: int, output: Path, scenario: Callable[..., dict], args: tuple) -> None:
@@ -192,12 +196,14 @@ def test_a_group_of_one_rank_or_no_guidance_is_refused_with_the_reason(split) ->
         assert "cfg_scale is 1.0" in scale_error
 
 
-def test_distributed_engine_serves_two_sessions_as_one_process_and_rank_1_mirrors_until_stopped(tmp_path) -> None:
+def test_distributed_engine_batches_two_sessions_as_one_process_runs_them_and_rank_1_mirrors_until_stopped(
+        tmp_path) -> None:
     _policy().save_pretrained(tmp_path / "checkpoint")
     reference = Engine.from_checkpoint(tmp_path / "checkpoint", sampler=SAMPLER, progress=False)  # before the fork:
     ranks = _two_processes(tmp_path, _engine_scenario, tmp_path / "checkpoint")  # the loaders are imported once
     for call, ours in zip(_engine_calls(), ranks[0]["actions"]):
         assert np.allclose(ours, reference.run(call).actions, rtol=0.0, atol=ATOL), call.session_key
+    assert ranks[0]["batch_sizes"] == [2] * len(_engine_calls())
     assert ranks[1]["calls"] == len(_engine_calls()) + 1  # the refused call was made (and refused) there too
     assert [r["live"] for r in ranks] == [1, 1]  # session a dropped on both ranks
     assert [r["kv_bytes"] for r in ranks] == [reference.kv_cache_bytes_per_session() // 2] * 2

@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "and in /metrics); beyond it the least recently used idle session is evicted")
     sessions.add_argument("--session-timeout-s", type=float, default=600.0,
                           help="a session idle this many seconds is dropped (its next call must reset)")
+    sessions.add_argument("--max-batch", type=int, default=4,
+                          help="calls of different sessions run as one batch at most: calls that queue while the "
+                               "model is busy and sit at the same chunk of their context are denoised in one "
+                               "batched pass, each session still getting its solo chunk; the pass holds a copy of "
+                               "their KV caches (1: one call at a time)")
     model = parser.add_argument_group("model")
     model.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
     model.add_argument("--dtype", default="", choices=("", "float32", "bfloat16", "float16"),
@@ -112,7 +117,7 @@ def build_server(args: argparse.Namespace) -> ModelServer:
     # the options are checked (ServerOptions) before the model loads, which may take minutes
     options = ServerOptions(host=args.host, port=args.port, default_tag=default_tag(list(specs), args.embodiment),
                             token=token, max_sessions=args.max_sessions, session_timeout_s=args.session_timeout_s,
-                            warmup=args.warmup, progress=args.progress)
+                            max_batch=args.max_batch, warmup=args.warmup, progress=args.progress)
     # under torchrun (facts §3.2): the CFG branches on 2 processes, rank 0 serving the socket
     engine_class = DistributedEngine if int(os.environ.get("WORLD_SIZE", "1")) > 1 else Engine
     engine = engine_class.from_checkpoint(folder, list(specs), device=args.device,

@@ -9,14 +9,17 @@ Topology, as the official server (facts §3.1):
   conditional branch (prompt) with its KV cache, rank 1 the unconditional one (negative prompt) with
   its own; after each DiT call they exchange velocities and both update identical noisy states
   (:class:`~dreamzero_model.session.WamSession`, facts §3.2). Each rank holds one branch's KV cache.
-* Rank 0 serves the socket: its server calls :meth:`DistributedEngine.run` and
-  :meth:`DistributedEngine.drop` as on :class:`~dreamzero_model.serving.engine.Engine`, and each first
-  broadcasts the command on the control group. Rank 1 runs :meth:`DistributedEngine.serve_forever`:
-  receive a command (run, drop, stop), make the same call on its own engine state, repeat until
-  rank 0's :meth:`DistributedEngine.stop`.
-* A call the policy refuses (ValueError, KeyError) fails on both ranks before any exchange: rank 0's
-  server reports it, rank 1 logs it and waits for the next command. Any other failure on one rank
-  leaves the pair out of step, so rank 1 raises and ``torchrun`` ends both processes.
+* Rank 0 serves the socket: its server calls :meth:`DistributedEngine.prepare`,
+  :meth:`DistributedEngine.complete` and :meth:`DistributedEngine.drop` as on
+  :class:`~dreamzero_model.serving.engine.Engine`, and each first broadcasts the command on the control
+  group. Rank 1 runs :meth:`DistributedEngine.serve_forever`: receive a command (prepare a call, complete
+  the calls prepared since the last completion, drop, stop), make the same call on its own engine state,
+  repeat until rank 0's :meth:`DistributedEngine.stop`. Both ranks group a batch's calls alike (the
+  grouping depends only on the calls and the contexts), so their batched DiT calls exchange alike.
+* A call the policy refuses (ValueError, KeyError) fails on both ranks in its preparation, before any
+  exchange: rank 0's server reports it, rank 1 logs it and leaves it out of the batch, as rank 0 does.
+  Any other failure on one rank leaves the pair out of step, so rank 1 raises and ``torchrun`` ends both
+  processes.
 
 Imports torch, the serving engine and the process setup of training (:func:`init_processes`).
 """
@@ -34,7 +37,7 @@ import torch.distributed as dist
 from dreamzero_model.config import SamplerConfig
 from dreamzero_model.full_model import VLA
 from dreamzero_model.metadata import EmbodimentMetadata
-from dreamzero_model.policy import Prediction, WamPolicy
+from dreamzero_model.policy import Prediction, PreparedChunk, WamPolicy
 from dreamzero_model.serving.engine import Engine, ModelCall
 from dreamzero_model.text_encoder import PromptTokenizer
 from dreamzero_model.training.distributed import init_processes
@@ -45,7 +48,8 @@ SERVER_RANK = 0
 # Rank 1 waits on the control group between requests. The official server's 50000 s (facts §3.1) ends an
 # idle server after 14 h; a 30-day wait keeps one up over holidays.
 CONTROL_TIMEOUT_S = 30 * 24 * 3600.0
-RUN, DROP, STOP = "run", "drop", "stop"  # control commands (the official codes 0 and 1, facts §3.1)
+# control commands (the official codes: 0 run one inference, 1 shut down, facts §3.1; a run is 2 here, for batching)
+PREPARE, COMPLETE, DROP, STOP = "prepare", "complete", "drop", "stop"
 
 
 class DistributedEngine(Engine):
@@ -107,10 +111,15 @@ class DistributedEngine(Engine):
         return WamPolicy(self.model, metadata, self.tokenizer, sampler=self.sampler, decode_video=False,
                          cfg_group=self._cfg_group)
 
-    def run(self, call: ModelCall) -> Prediction:
-        """Broadcast the call to rank 1, then run it here (rank 0 only)."""
-        self._send({"op": RUN, "call": call})
-        return super().run(call)
+    def prepare(self, call: ModelCall) -> PreparedChunk:
+        """Broadcast the call to rank 1, then prepare it here (rank 0 only)."""
+        self._send({"op": PREPARE, "call": call})
+        return super().prepare(call)
+
+    def complete(self, chunks: Sequence[PreparedChunk]) -> list[Prediction]:
+        """Tell rank 1 to complete what it prepared since the last completion, then complete here (rank 0 only)."""
+        self._send({"op": COMPLETE})
+        return super().complete(chunks)
 
     def drop(self, session_key: str) -> None:
         """Broadcast the drop to rank 1, then drop here (rank 0 only)."""
@@ -140,18 +149,21 @@ class DistributedEngine(Engine):
         if self.serves_socket:
             raise RuntimeError("serve_forever runs on rank 1; rank 0 serves the socket")
         previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
-        calls = 0
+        calls, prepared = 0, []
         try:
             while (command := self._receive())["op"] != STOP:
                 if command["op"] == DROP:
                     super().drop(command["session_key"])
-                    continue
-                call = command["call"]
-                calls += 1
-                try:
-                    super().run(call)
-                except (ValueError, KeyError) as error:  # refused on rank 0 alike, before any exchange
-                    LOG.info("call of session %r refused as on rank 0: %s", call.session_key, error)
+                elif command["op"] == COMPLETE:
+                    super().complete(prepared)
+                    prepared = []
+                else:
+                    call = command["call"]
+                    calls += 1
+                    try:
+                        prepared.append(super().prepare(call))
+                    except (ValueError, KeyError) as error:  # refused on rank 0 alike, before any exchange
+                        LOG.info("call of session %r refused as on rank 0: %s", call.session_key, error)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -7,8 +7,24 @@ see each other's context, and a session costs its KV cache (:meth:`Engine.kv_cac
 not a copy of the weights. The official server keeps ONE global state instead (facts §3.3).
 
 The server's worker thread owns the engine (:mod:`dreamzero_model.serving.scheduler`): it alone calls
-:meth:`Engine.run` and :meth:`Engine.drop`, so nothing here locks. Predicted video is never decoded
-(the protocol returns actions only, facts §3.3).
+:meth:`Engine.prepare`, :meth:`Engine.complete` and :meth:`Engine.drop`, so nothing here locks. Predicted
+video is never decoded (the protocol returns actions only, facts §3.3).
+
+Batching, in two phases (:meth:`Engine.run` is both for one call): :meth:`Engine.prepare` does everything of
+a call before its denoising in its own context (checks, text and image encoders, VAE, the context's reset
+or the executed chunk's latents written to its cache: :meth:`WamPolicy.prepare`); :meth:`Engine.complete`
+takes the prepared calls of one batch and denoises those whose chunks ALIGN in one batched loop, one DiT
+call per denoising step over their stacked rows (:func:`~dreamzero_model.policy.infer_together`), the
+others one group after another. Aligned = the same chunk position in the context, so the same KV-cache
+length and RoPE positions (:attr:`~dreamzero_model.session.WamSession.step_key`; the DiT, sampler and CFG
+split are the engine's, shared by all). Neither the embodiment nor the frame count matters: the DiT has no
+per-embodiment weights (one category, facts §1.2), states are padded to one width, and frames only reach
+the per-call VAE. So a session's first call batches with other first calls, and a continuation with
+continuations at the same chunk of their context. Each session draws its initial noise as if alone, so
+its chunk equals its solo chunk to float rounding (session module docstring). A batch holds one call per
+session (a session's next call needs this one's context). Memory: a batched pass holds a copy of its
+sessions' contexts and the valid part of their KV caches (up to ``max_batch`` x
+:meth:`Engine.kv_cache_bytes_per_session`), freed when the pass ends.
 
 Shapes: T frames, h x w mosaic pixels, S state dims, A action dims. Imports torch, numpy and the model.
 """
@@ -26,7 +42,7 @@ from dreamzero_model.config import SamplerConfig
 from dreamzero_model.errors import CheckpointError
 from dreamzero_model.full_model import VLA
 from dreamzero_model.metadata import EmbodimentMetadata, embodiment_tags, load_embodiment_metadata
-from dreamzero_model.policy import Prediction, WamPolicy
+from dreamzero_model.policy import Prediction, PreparedChunk, WamPolicy, infer_together
 from dreamzero_model.text_encoder import PromptTokenizer
 from dreamzero_model.tiny_checkpoint import TINY, TINY_EMBODIMENTS, ensure_tiny_checkpoint
 
@@ -151,12 +167,35 @@ class Engine:
         Raises:
             KeyError: ``call.tag`` is not served. ValueError: the policy refused the inputs.
         """
+        return self.complete([self.prepare(call)])[0]
+
+    def prepare(self, call: ModelCall) -> PreparedChunk:
+        """The call up to its denoising, in its session's context (made on its first call; module docstring).
+
+        Raises:
+            KeyError: ``call.tag`` is not served. ValueError: the policy refused the inputs.
+        """
         policy = self._policies.get(call.session_key)
         if policy is None:
             if call.tag not in self.metadata:
                 raise KeyError(f"embodiment {call.tag!r} is not served (served: {', '.join(self.metadata)})")
             policy = self._policies[call.session_key] = self._new_policy(self.metadata[call.tag])
-        return policy.infer(call.video, call.state, prompt=call.prompt)
+        return policy.prepare(call.video, call.state, prompt=call.prompt)
+
+    def complete(self, chunks: Sequence[PreparedChunk]) -> list[Prediction]:
+        """Denoise prepared calls of distinct sessions, the aligned ones together (module docstring).
+
+        Returns:
+            Per chunk, in order, as :meth:`run` (``batch_size``: the calls denoised with it).
+        """
+        aligned: dict[tuple, list[int]] = {}
+        for index, chunk in enumerate(chunks):
+            aligned.setdefault(chunk.step_key, []).append(index)
+        predictions: list[Prediction | None] = [None] * len(chunks)
+        for group in aligned.values():
+            for index, prediction in zip(group, infer_together([chunks[i] for i in group])):
+                predictions[index] = prediction
+        return predictions
 
     def drop(self, session_key: str) -> None:
         """Forget the session's context (its KV cache is freed); unknown keys are ignored."""

@@ -1,9 +1,9 @@
 """The model server's metrics as Prometheus text (``GET /metrics``, exposition format 0.0.4).
 
-Counters (calls by endpoint, errors by cause, session evictions and expirations, replies discarded because
-the client had gone) and summaries of per-call seconds: ``infer`` (request received -> reply ready),
-``model`` (the policy's forward), ``overhead`` (the difference: decoding, validation, queueing, stitching,
-encoding) and ``queue_wait``. A summary's quantiles cover the newest :data:`SUMMARY_WINDOW` calls, its
+Counters (calls by endpoint, infer calls by batch size, errors by cause, session evictions and expirations,
+replies discarded because the client had gone) and summaries of per-call seconds: ``infer`` (request received
+-> reply ready), ``model`` (the policy's forward), ``overhead`` (the difference: decoding, validation, queueing,
+stitching, encoding) and ``queue_wait``. A summary's quantiles cover the newest :data:`SUMMARY_WINDOW` calls, its
 ``_sum`` and ``_count`` every call. Gauges (queue depth, live sessions, readiness, memory) are read when
 rendered. Updated on the event loop only. Imports the standard library only.
 """
@@ -49,6 +49,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()     # endpoint -> answered calls
+        self.batch_sizes: Counter[int] = Counter()  # chunks denoised together -> infer calls answered so
         self.errors: Counter[str] = Counter()    # cause -> refused or failed calls and connections
         self.replies_discarded = 0
         self.summaries = {name: Summary() for name in SUMMARIES}
@@ -64,6 +65,10 @@ class Metrics:
 
         family("calls_total", "counter", "Calls answered, by endpoint.",
                [(f'{{endpoint="{e}"}}', n) for e, n in sorted(self.calls.items())] or [('{endpoint="infer"}', 0)])
+        family("batched_calls_total", "counter", "Infer calls answered, by how many calls' chunks were denoised "
+               "together in one batched model pass (batch_size 1: alone; batches of k = this count / k).",
+               [(f'{{batch_size="{k}"}}', n) for k, n in sorted(self.batch_sizes.items())]
+               or [('{batch_size="1"}', 0)])
         family("errors_total", "counter", "Calls and connections refused or failed, by cause.",
                [(f'{{cause="{c}"}}', n) for c, n in sorted(self.errors.items())] or [('{cause="request"}', 0)])
         family("session_evictions_total", "counter", "Idle sessions evicted to make room (--max-sessions).",

@@ -13,7 +13,12 @@ breaks with more than one robot (training-serving-facts §5.3-5.5):
   the maximum, after which the session's next call gets a "session lost" error.
 * Concurrency: inference never runs on the event loop; one worker thread owns the engine and runs calls
   first in, first out (:mod:`dreamzero_model.serving.scheduler`), so pings, handshakes and health checks
-  are answered meanwhile. A client that goes away mid-call costs nothing but the call: its reply is dropped.
+  are answered meanwhile. Calls of different sessions that queued while the worker was busy, or arrive
+  while it prepares them, run as one batch (up to ``max_batch``): each is prepared in its own context, and
+  those whose chunks align (the same chunk position of their context, whatever the embodiment) are
+  denoised in one batched model pass, the others one after another (:mod:`dreamzero_model.serving.engine`
+  says which calls batch); every session gets its solo chunk to float rounding. A client that goes away
+  mid-call costs nothing but the call: its reply is dropped.
 * Replies: ``infer`` -> msgpack float32[24, A] ABSOLUTE targets (relative dimensions plus the request's
   state, facts §1.9), ``reset`` -> the text "reset successful". Errors: a text frame naming the cause (a
   traceback for internal errors), then close 1011, as the official server; only that client is affected,
@@ -55,6 +60,7 @@ from websockets.http11 import Request, Response
 
 from dreamzero_embodiments.spec import EmbodimentSpec
 from dreamzero_model.mosaics import model_mosaics
+from dreamzero_model.policy import PreparedChunk
 from dreamzero_model.serving.engine import Engine, ModelCall
 from dreamzero_model.serving.metrics import Metrics
 from dreamzero_model.serving.protocol import (ENDPOINT_INFER, ENDPOINT_RESET, RESET_REPLY, InferRequest, RequestError,
@@ -85,6 +91,7 @@ class ServerOptions:
         default_tag: the embodiment of a connection without a path (:func:`default_tag` picks it).
         token: the token connections must send, or None for none.
         max_sessions, session_timeout_s: :class:`~dreamzero_model.serving.sessions.SessionTable`.
+        max_batch: calls of different sessions run as one batch at most (1: never batched).
         warmup: warm up before reporting ready. progress: show the warm-up progress bar.
     """
 
@@ -94,13 +101,15 @@ class ServerOptions:
     token: str | None = None
     max_sessions: int = 4
     session_timeout_s: float = 600.0
+    max_batch: int = 4
     warmup: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.port < 0 or self.max_sessions < 1 or not self.session_timeout_s > 0:
-            raise ValueError(f"--port must be >= 0, --max-sessions >= 1 and --session-timeout-s > 0, got "
-                             f"{self.port}, {self.max_sessions} and {self.session_timeout_s}")
+        if self.port < 0 or self.max_sessions < 1 or not self.session_timeout_s > 0 or self.max_batch < 1:
+            raise ValueError(f"--port must be >= 0, --max-sessions >= 1, --session-timeout-s > 0 and --max-batch "
+                             f">= 1, got {self.port}, {self.max_sessions}, {self.session_timeout_s} and "
+                             f"{self.max_batch}")
 
 
 @dataclass(frozen=True)
@@ -114,13 +123,28 @@ class ServedEmbodiment:
 
 
 @dataclass(frozen=True)
+class _Call:
+    """One infer call for the worker: the session's key and embodiment, the views the model sees (camera key ->
+    uint8[T, H, W, 3]), the state float64[S], the prompt, and when it was submitted (perf_counter s)."""
+
+    key: str
+    served: ServedEmbodiment
+    views: dict[str, np.ndarray]
+    state: np.ndarray
+    prompt: str
+    submitted: float
+
+
+@dataclass(frozen=True)
 class _Answer:
-    """actions: float32[24, A] absolute reply; seconds of the model forward and of the wait for the worker."""
+    """actions: float32[24, A] absolute reply; seconds of the model forward and of the wait for the worker;
+    batch_size: calls denoised together with it (1: alone)."""
 
     actions: np.ndarray
     model_s: float
     queue_wait_s: float
     new_context: bool
+    batch_size: int
 
 
 def default_tag(tags: list[str], wanted: str | None) -> str | None:
@@ -163,7 +187,7 @@ class ModelServer:
                        for tag in tags}
         self.default_tag = default_tag(tags, options.default_tag)
         self.sessions = SessionTable(options.max_sessions, options.session_timeout_s)
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(self._prepare_call, self._complete_calls, options.max_batch)
         self.metrics = Metrics()
         self.port = options.port
         self.ready = False
@@ -229,8 +253,7 @@ class ModelServer:
                 key = session_key(served.tag, "")  # no client's key: client session ids are non-empty
                 views = {c.key: np.full((frames, *c.resolution, 3), WARMUP_GREY, np.uint8) for c in served.spec.cameras}
                 state = np.zeros(len(served.spec.state_names))
-                await self.scheduler.run(partial(self._model_call, key, served, views, state, WARMUP_PROMPT,
-                                                 time.perf_counter()))
+                await self.scheduler.call(_Call(key, served, views, state, WARMUP_PROMPT, time.perf_counter()))
                 if frames == TRAINING_FRAMES:
                     self.scheduler.post(partial(self.engine.drop, key))
                 bar.update()
@@ -350,14 +373,15 @@ class ModelServer:
         reply = msgpack_numpy.packb(answer.actions)
         total_s = time.perf_counter() - received
         self.metrics.calls[ENDPOINT_INFER] += 1
+        self.metrics.batch_sizes[answer.batch_size] += 1
         for name, seconds in (("infer_seconds", total_s), ("model_seconds", answer.model_s),
                               ("overhead_seconds", total_s - answer.model_s),
                               ("queue_wait_seconds", answer.queue_wait_s)):
             self.metrics.summaries[name].observe(seconds)
-        LOG.debug("%s %s/%s: %s, %d frame(s): total %.3f s = model %.3f s + overhead %.3f s (queue %.3f s)",
-                  request_id, served.tag, request.session_id, "new context" if answer.new_context else "continuation",
-                  next(iter(request.views.values())).shape[0], total_s, answer.model_s, total_s - answer.model_s,
-                  answer.queue_wait_s)
+        LOG.debug("%s %s/%s: %s, %d frame(s), batch of %d: total %.3f s = model %.3f s + overhead %.3f s "
+                  "(queue %.3f s)", request_id, served.tag, request.session_id,
+                  "new context" if answer.new_context else "continuation", next(iter(request.views.values())).shape[0],
+                  answer.batch_size, total_s, answer.model_s, total_s - answer.model_s, answer.queue_wait_s)
         return reply
 
     async def _infer(self, served: ServedEmbodiment, request: InferRequest) -> _Answer:
@@ -374,23 +398,29 @@ class ModelServer:
                     if session.prompt is not None and session.prompt != request.prompt:
                         LOG.info("session %s: new prompt %r: a new context (facts §1.11)", session.key,
                                  request.prompt[:200])
-                    answer = await self.scheduler.run(partial(self._model_call, session.key, served, choice.views,
-                                                              request.state, request.prompt, time.perf_counter()))
+                    answer = await self.scheduler.call(_Call(session.key, served, choice.views, request.state,
+                                                             request.prompt, time.perf_counter()))
                     session.buffers, session.prompt = choice.buffers, request.prompt
                     return answer
             finally:
                 session.busy -= 1
                 session.last_used_s = time.monotonic()
 
-    def _model_call(self, key: str, served: ServedEmbodiment, views: dict[str, np.ndarray], state: np.ndarray,
-                    prompt: str, submitted: float) -> _Answer:
-        """On the worker thread: views -> model mosaics -> the engine -> absolute float32 actions."""
+    def _prepare_call(self, call: _Call) -> tuple[_Call, float, PreparedChunk]:
+        """On the worker thread: views -> model mosaics -> the call prepared in its context (the engine's
+        :meth:`~dreamzero_model.serving.engine.Engine.prepare`); with the call and when it started."""
         started = time.perf_counter()
-        video = model_mosaics(views, served.spec, self.engine.mosaic_size)
-        prediction = self.engine.run(ModelCall(key, served.tag, video, state, prompt))
-        return _Answer(actions=reply_actions(prediction.actions, prediction.relative, state, served.spec),
-                       model_s=prediction.seconds["total"], queue_wait_s=started - submitted,
-                       new_context=prediction.new_context)
+        video = model_mosaics(call.views, call.served.spec, self.engine.mosaic_size)
+        return call, started, self.engine.prepare(ModelCall(call.key, call.served.tag, video, call.state, call.prompt))
+
+    def _complete_calls(self, prepared: list[tuple[_Call, float, PreparedChunk]]) -> list[_Answer]:
+        """On the worker thread: the batch's prepared calls -> the engine (which denoises the aligned ones
+        together) -> absolute float32 actions."""
+        predictions = self.engine.complete([chunk for _, _, chunk in prepared])
+        return [_Answer(actions=reply_actions(prediction.actions, prediction.relative, call.state, call.served.spec),
+                        model_s=prediction.seconds["total"], queue_wait_s=started - call.submitted,
+                        new_context=prediction.new_context, batch_size=prediction.batch_size)
+                for (call, started, _), prediction in zip(prepared, predictions)]
 
     async def _reset(self, key: str) -> None:
         """Drop the session's state; a call of it in progress finishes first."""
@@ -439,6 +469,7 @@ class ModelServer:
         gauges = [("queue_depth", "Engine jobs queued or running.", self.scheduler.depth),
                   ("live_sessions", "Sessions holding state.", len(self.sessions)),
                   ("max_sessions", "Live sessions at most (--max-sessions).", self.options.max_sessions),
+                  ("max_batch", "Calls run as one batch at most (--max-batch).", self.options.max_batch),
                   ("kv_cache_bytes_per_session", "Estimated KV-cache bytes of one session.",
                    self.engine.kv_cache_bytes_per_session()),
                   ("ready", "1 once warm-up is done, 0 before and while shutting down.", int(self.ready))]
