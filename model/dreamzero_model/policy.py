@@ -14,6 +14,9 @@ and the prompt template of a checkpoint:
   the cache.
 * Text embeddings (prompt and negative prompt) are computed once per prompt; image embeddings
   once per context.
+* ``infer`` = ``prepare`` (checks, encoders, the session's reset or observed latents) + denoising +
+  de-normalising. :func:`infer_together` denoises prepared calls of several policies (one model,
+  aligned sessions: the model server's batching) in one batched loop (``session.step_together``).
 Shapes: T frames, H x W mosaic pixels, S state dims, A action dims of the embodiment.
 Imports torch and numpy, and the sibling modules.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +38,7 @@ from dreamzero_model.errors import CheckpointError
 from dreamzero_model.full_model import VLA, FullModelConfig, build_full_model, get_full_config
 from dreamzero_model.metadata import EmbodimentMetadata, load_embodiment_metadata, write_embodiment_metadata
 from dreamzero_model.prompts import NEGATIVE_PROMPT, format_prompt
-from dreamzero_model.session import WamSession
+from dreamzero_model.session import StepResult, WamSession, step_together
 from dreamzero_model.text_encoder import PromptTokenizer
 
 TOKENIZER_DIR = "tokenizer"  # where save_pretrained puts the tokenizer (the official layout has none)
@@ -51,7 +55,9 @@ class Prediction:
         relative: bool[A], per action dimension.
         frames: uint8[8, H, W, 3], the decoded predicted mosaic frames of the chunk, or None.
         new_context: True when this call started a new context.
-        seconds: wall time per stage (text, image, vae_encode, denoise, vae_decode, total).
+        seconds: wall time per stage (text, image, vae_encode, denoise, vae_decode, total); in a batch
+            ``denoise`` is the shared loop's and ``total`` this call's stages plus it.
+        batch_size: chunks denoised together with this one in one batched loop (1: alone, :func:`infer_together`).
     """
 
     actions: np.ndarray
@@ -59,10 +65,46 @@ class Prediction:
     frames: np.ndarray | None
     new_context: bool
     seconds: dict[str, float]
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A call of :meth:`WamPolicy.infer` up to its denoising (:meth:`WamPolicy.prepare`).
+
+    Attributes:
+        policy: whose call it is. observed: float[1, z, 2, h, w] latents of the executed chunk, None on a
+        context's first call. state: float32[1, S] normalized padded state. new_context: the call started one.
+        seconds: wall time per stage so far. prepare_s: wall time of the preparation.
+    """
+
+    policy: WamPolicy
+    observed: torch.Tensor | None
+    state: torch.Tensor
+    new_context: bool
+    seconds: dict[str, float]
+    prepare_s: float
+
+    @property
+    def step_key(self) -> tuple:
+        """Chunks with equal keys are denoised together exactly (:func:`infer_together`)."""
+        return self.policy.session.step_key
 
 
 def _default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def checkpoint_full_config(folder: Path) -> FullModelConfig:
+    """The component configs of the checkpoint in ``folder`` from its ``config.json``: our block when it has one,
+    else the official preset its DiT matches (:func:`_official_full_config`).
+
+    Raises:
+        CheckpointError: an unreadable config.json or one that matches no known model.
+    """
+    config_json = read_config(folder)
+    return (FullModelConfig.from_dict(config_json[OUR_CONFIG_KEY]) if OUR_CONFIG_KEY in config_json
+            else _official_full_config(config_json))
 
 
 def _official_full_config(config_json: dict) -> FullModelConfig:
@@ -135,9 +177,7 @@ class WamPolicy:
         folder = Path(path)
         device = torch.device(device)
         dtype = dtype or _default_dtype(device)
-        config_json = read_config(folder)
-        full = (FullModelConfig.from_dict(config_json[OUR_CONFIG_KEY]) if OUR_CONFIG_KEY in config_json
-                else _official_full_config(config_json))
+        full = checkpoint_full_config(folder)
         metadata = load_embodiment_metadata(folder, embodiment_tag or cls._only_tag(folder))
         model = build_full_model(full, device="meta", dtype=dtype)
         names = list(weight_files(folder))
@@ -146,7 +186,7 @@ class WamPolicy:
             load_into(model, merged_lora_tensors(folder, base, device, dtype, progress=progress), f"{folder} + {base}")
         else:
             load_checkpoint_weights(model, folder, device, dtype, progress=progress)
-        tokenizer = PromptTokenizer.from_pretrained(cls._tokenizer_dir(folder, metadata, tokenizer_path))
+        tokenizer = PromptTokenizer.from_pretrained(cls.tokenizer_dir(folder, metadata, tokenizer_path))
         return cls(model, metadata, tokenizer, sampler=sampler, decode_video=decode_video, cfg_group=cfg_group)
 
     @staticmethod
@@ -158,7 +198,9 @@ class WamPolicy:
         return tags[0]
 
     @staticmethod
-    def _tokenizer_dir(folder: Path, metadata: EmbodimentMetadata, override: str | Path | None) -> Path:
+    def tokenizer_dir(folder: Path, metadata: EmbodimentMetadata, override: str | Path | None) -> Path:
+        """Where the checkpoint in ``folder`` keeps its tokenizer: ``override``, else the path ``metadata`` records
+        (relative to ``folder``), else ``folder/tokenizer``."""
         if override is not None:
             return Path(override)
         if metadata.tokenizer_path:
@@ -260,6 +302,12 @@ class WamPolicy:
         Raises:
             ValueError: wrong frame size or count, wrong state width, non-finite state, no prompt yet.
         """
+        return infer_together([self.prepare(video, state, prompt)])[0]
+
+    @torch.no_grad()
+    def prepare(self, video: np.ndarray, state: np.ndarray, prompt: str | None = None) -> PreparedChunk:
+        """Everything of :meth:`infer` before the denoising: checks, encoders, the context's reset or the
+        executed chunk's latents; :func:`infer_together` completes it (arguments and errors: :meth:`infer`)."""
         seconds: dict[str, float] = {}
         started = time.perf_counter()
 
@@ -298,22 +346,28 @@ class WamPolicy:
             observed = action_head.vae.encode(self._context_frames(frames))[:, :, 1:]
             clock = lap("vae_encode", clock)
             self._last_latent = observed[:, :, -1:]
-        dit = self.config.dit
-        padded = np.zeros(dit.max_state_dim)
+        padded = np.zeros(self.config.dit.max_state_dim)
         padded[:self.metadata.state_dim] = self.metadata.state_normalizer.normalize(state)
-        result = self.session.step(observed, torch.from_numpy(padded).float()[None].to(self.device))
-        clock = lap("denoise", clock)
+        state_tensor = torch.from_numpy(padded).float()[None].to(self.device)
+        return PreparedChunk(policy=self, observed=observed, state=state_tensor, new_context=new_context,
+                             seconds=seconds, prepare_s=time.perf_counter() - started)
+
+    def _finish(self, chunk: PreparedChunk, result: StepResult, denoise_s: float, batch_size: int) -> Prediction:
+        """The denoised chunk -> de-normalised actions (and decoded frames)."""
+        started = time.perf_counter()
+        seconds = {**chunk.seconds, "denoise": denoise_s}
         normalized = result.actions[0, :, :self.metadata.action_dim].double().cpu().numpy()
         actions = self.metadata.action_normalizer.unnormalize(normalized)
         predicted = None
         if self.decode_video:
+            action_head = self.model.action_head
             decoded = action_head.vae.decode(torch.cat([self._last_latent.float(), result.latents], dim=2))
             pixels = ((decoded[0, :, 1:].clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)  # 3, 8, H, W
             predicted = pixels.permute(1, 2, 3, 0).cpu().numpy()
-            clock = lap("vae_decode", clock)
-        seconds["total"] = clock - started
+            seconds["vae_decode"] = time.perf_counter() - started
+        seconds["total"] = chunk.prepare_s + denoise_s + time.perf_counter() - started
         return Prediction(actions=actions, relative=self.metadata.relative_action_mask(), frames=predicted,
-                          new_context=new_context, seconds=seconds)
+                          new_context=chunk.new_context, seconds=seconds, batch_size=batch_size)
 
     # ---------------------------------------------------------------- tiny random models
     @classmethod
@@ -325,3 +379,18 @@ class WamPolicy:
         torch.manual_seed(seed)
         return cls(build_full_model("tiny"), metadata, build_tiny_tokenizer(), sampler=sampler,
                    decode_video=decode_video)
+
+
+@torch.no_grad()
+def infer_together(chunks: Sequence[PreparedChunk]) -> list[Prediction]:
+    """Complete prepared chunks of distinct policies whose sessions align (:attr:`PreparedChunk.step_key`) with one
+    denoising loop (:func:`~dreamzero_model.session.step_together`); each prediction equals its policy's
+    :meth:`WamPolicy.infer` to float rounding. ``seconds["denoise"]`` is the shared loop's.
+
+    Raises:
+        ValueError: the chunks do not align.
+    """
+    started = time.perf_counter()
+    results = step_together([c.policy.session for c in chunks], [c.observed for c in chunks], [c.state for c in chunks])
+    denoise_s = time.perf_counter() - started
+    return [c.policy._finish(c, result, denoise_s, len(chunks)) for c, result in zip(chunks, results)]

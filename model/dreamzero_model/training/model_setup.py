@@ -9,6 +9,11 @@
   linears, not ``k_img``/``v_img``; A random, B zero) and trains them plus ``state_encoder``,
   ``action_encoder`` and ``action_decoder`` fully (facts §6.2, training-serving-facts §3.6).
   The text encoder, image encoder and VAE are always frozen.
+* ``--init CHECKPOINT`` under FSDP (:func:`load_pretrained_sharded`): rank 0 loads as above; every
+  other rank builds the model on the meta device and reads only the frozen encoders' tensors. Once
+  LoRA is injected, :func:`release_dit` takes rank 0's DiT tensors (memory-mapped, as loaded) and
+  leaves the DiT on the meta device everywhere, for
+  :func:`~dreamzero_model.training.distributed.load_full_state` to distribute after sharding.
 
 :class:`TrainingDiT` is the module the optimizer, DDP and FSDP see: its forward is
 :func:`~dreamzero_model.loss.training_loss` on one batch. It projects each block's cross-attention
@@ -34,12 +39,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from dreamzero_model.checkpoint import is_lora_checkpoint, weight_files
+from dreamzero_model.checkpoint import (PEFT_PREFIX, is_lora_checkpoint, iter_tensors, load_into, lora_base,
+                                        weight_files)
 from dreamzero_model.dit import CausalWanModel, CrossContext
 from dreamzero_model.full_model import VLA, build_full_model
 from dreamzero_model.loss import LossConfig, LossOutput, TrainingBatch, training_loss
-from dreamzero_model.metadata import EmbodimentMetadata
-from dreamzero_model.policy import WamPolicy
+from dreamzero_model.metadata import EmbodimentMetadata, load_embodiment_metadata
+from dreamzero_model.policy import WamPolicy, checkpoint_full_config
 from dreamzero_model.prompts import format_prompt
 from dreamzero_model.text_encoder import PromptTokenizer
 from dreamzero_model.training.data import Sample
@@ -48,6 +54,7 @@ from dreamzero_model.training.encodings import EncodingCache
 LORA_TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")  # facts §6.2
 HEAD_MODULES = ("state_encoder", "action_encoder", "action_decoder")  # fully trained in LoRA mode (facts §6.2)
 TEXT_CACHE = 64  # prompts whose umT5 features are kept
+ENCODERS = ("text_encoder", "image_encoder", "vae")  # frozen children of the action head (manifest README prefixes)
 
 
 @dataclass
@@ -115,13 +122,76 @@ def load_pretrained(checkpoint: Path, tag: str, metadata: EmbodimentMetadata, de
                        loaded if loaded.tag == tag else None)
 
 
-def inject_lora(dit: CausalWanModel, rank: int) -> None:
-    """peft LoRA adapters on the official targets, in place (module names gain ``base_layer``, ``lora_A/B``)."""
+def trained_parameter_count(checkpoint: Path, mode: str, lora_rank: int) -> int:
+    """Parameters ``mode`` trains in the checkpoint's model, counted on the meta device (no weight is read)."""
+    with torch.random.fork_rng(devices=[]):  # peft draws the adapters' initial values before moving them to meta
+        model = build_full_model(checkpoint_full_config(checkpoint), device="meta")
+        if mode == "lora":
+            inject_lora(model.action_head.model, lora_rank, seed=0)
+        set_trainable(model, mode)
+    return sum(p.numel() for p in model.action_head.model.parameters() if p.requires_grad)
+
+
+def _encoder_files(checkpoint: Path, base_checkpoint: Path | None, own: EmbodimentMetadata) -> dict[str, Path]:
+    """Tensor name -> file for the frozen encoders, as :meth:`WamPolicy.from_pretrained` resolves them: a
+    LoRA-only checkpoint takes them from its base, overridden by any it holds itself."""
+    files = weight_files(checkpoint)
+    if is_lora_checkpoint(list(files)) or own.save_lora_only:
+        files = {**weight_files(lora_base(checkpoint, base_checkpoint)),
+                 **{name: path for name, path in files.items() if not name.startswith(PEFT_PREFIX)}}
+    prefixes = tuple(f"action_head.{name}." for name in ENCODERS)
+    return {name: path for name, path in files.items() if name.startswith(prefixes)}
+
+
+def load_pretrained_sharded(checkpoint: Path, tag: str, metadata: EmbodimentMetadata, dtype: torch.dtype,
+                            base_checkpoint: Path | None, tokenizer_path: str | None, progress: bool,
+                            is_main: bool) -> LoadedModel:
+    """:func:`load_pretrained` (on the CPU) for FSDP: only the main rank reads the DiT's tensors.
+
+    The main rank loads exactly as :func:`load_pretrained` (safetensors memory-mapped and assigned, so
+    no anonymous copy when the checkpoint is stored in ``dtype``; otherwise one converted copy, on
+    that rank only). Every other rank builds the same model on the meta device, reads the frozen
+    encoders' tensors (replicated on every rank: not trained, 28% of the 14B's parameters, see
+    :mod:`~dreamzero_model.training.distributed`) and leaves the DiT without storage.
+    """
+    if is_main:
+        return load_pretrained(checkpoint, tag, metadata, torch.device("cpu"), dtype, base_checkpoint,
+                               tokenizer_path, progress)
+    tags = checkpoint_tags(checkpoint)
+    own = load_embodiment_metadata(checkpoint, tag if tag in tags else tags[0])
+    model = build_full_model(checkpoint_full_config(checkpoint), device="meta", dtype=dtype)
+    files = _encoder_files(checkpoint, base_checkpoint, own)
+    for name in ENCODERS:
+        prefix = f"action_head.{name}."
+        tensors = iter_tensors(files, [n for n in files if n.startswith(prefix)], "cpu", dtype, progress=False)
+        load_into(getattr(model.action_head, name), ((n.removeprefix(prefix), t) for n, t in tensors),
+                  f"{checkpoint} ({name})")
+    tokenizer = PromptTokenizer.from_pretrained(WamPolicy.tokenizer_dir(checkpoint, own, tokenizer_path))
+    return LoadedModel(WamPolicy(model, metadata, tokenizer, decode_video=False), own if own.tag == tag else None)
+
+
+def release_dit(dit: CausalWanModel, is_main: bool) -> dict[str, torch.Tensor] | None:
+    """The main rank's DiT tensors as loaded (None on the other ranks); the DiT is on the meta device afterwards.
+
+    Call after :func:`inject_lora` and :func:`set_trainable`, before the trained tensors become
+    float32: the tensors stay the memory-mapped ones, and FSDP's shards take the float32 copies.
+    """
+    state = {name: tensor.detach() for name, tensor in dit.state_dict().items()} if is_main else None
+    dit.to("meta")
+    return state
+
+
+def inject_lora(dit: CausalWanModel, rank: int, seed: int) -> None:
+    """peft LoRA adapters on the official targets, in place (module names gain ``base_layer``, ``lora_A/B``);
+    the A matrices are drawn from ``seed`` (torch's global generator is left as it was), so a run is
+    reproducible and every rank starts from the same adapters."""
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, bias="none", init_lora_weights=True,
                         target_modules=list(LORA_TARGETS))
-    inject_adapter_in_model(config, dit)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        inject_adapter_in_model(config, dit)
 
 
 def set_trainable(model: VLA, mode: str) -> list[str]:

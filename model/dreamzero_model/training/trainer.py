@@ -38,10 +38,11 @@ from dreamzero_model.training.data import (TRAIN_STREAM, VAE_STREAM, VALIDATION_
                                            SampleStream, StepSampler, dataset_metadata, make_loader, split_episodes)
 from dreamzero_model.training.encodings import EncodingCache, encoder_fingerprint
 from dreamzero_model.training.distributed import (ProcessInfo, barrier, choose_parallel, grad_norm_value,
-                                                  gradient_sync, sum_over_ranks, wrap)
+                                                  gradient_sync, load_full_state, sum_over_ranks, wrap)
 from dreamzero_model.training.metrics import MetricsLog
 from dreamzero_model.training.model_setup import (Conditioner, LoadedModel, TrainingDiT, build_tiny, inject_lora,
-                                                  load_pretrained, micro_batches, set_trainable)
+                                                  load_pretrained, load_pretrained_sharded, micro_batches,
+                                                  release_dit, set_trainable, trained_parameter_count)
 from dreamzero_model.training.sampling import SamplingConfig
 from dreamzero_model.training.vae_stage import train_vae
 
@@ -105,13 +106,18 @@ class Trainer:
         config, plan, info = self.config, self.plan, self.info
         self.metadata = dataset_metadata(plan.dataset, self.sampling)
         cuda = self.device.type == "cuda"
+        sharded = self._sharded_load()
+        dtype = torch.bfloat16 if cuda else torch.float32
+        base = plan.base_checkpoint if plan.init != plan.base_checkpoint else None
+        progress = info.is_main and config.progress
         if plan.init is None:
             loaded = build_tiny(self.metadata, config.seed, config.init)
-        else:  # on the CPU first: under FSDP the DiT reaches the GPUs only as shards
-            loaded = load_pretrained(plan.init, plan.spec.embodiment_tag, self.metadata, torch.device("cpu"),
-                                     torch.bfloat16 if cuda else torch.float32,
-                                     plan.base_checkpoint if plan.init != plan.base_checkpoint else None,
-                                     config.tokenizer_path, progress=info.is_main and config.progress)
+        elif sharded:  # rank 0 reads the DiT; the others build it on the meta device (.distributed)
+            loaded = load_pretrained_sharded(plan.init, plan.spec.embodiment_tag, self.metadata, dtype, base,
+                                             config.tokenizer_path, progress, info.is_main)
+        else:  # on the CPU first, then to the device
+            loaded = load_pretrained(plan.init, plan.spec.embodiment_tag, self.metadata, torch.device("cpu"), dtype,
+                                     base, config.tokenizer_path, progress)
         self.loaded: LoadedModel = loaded
         dit_config = loaded.policy.config.dit
         frames_per_chunk = dit_config.num_frame_per_block * loaded.policy.config.vae.temporal_downsample
@@ -143,17 +149,24 @@ class Trainer:
                 if stream is not None:
                     stream.encoded = self.encodings
         if self.lora:
-            inject_lora(loaded.dit, config.lora_rank)
+            inject_lora(loaded.dit, config.lora_rank, config.seed)
         trainable = set_trainable(loaded.model, config.mode)
+        dit_state = release_dit(loaded.dit, info.is_main) if sharded else None
         for parameter in loaded.dit.parameters():  # float32 masters of what is trained; a LoRA base stays bf16 on GPUs
             if parameter.requires_grad:
                 parameter.data = parameter.data.float()
         self.trainable_count = sum(p.numel() for p in loaded.dit.parameters() if p.requires_grad)
         self.parallel = choose_parallel(config.parallel, self.trainable_count, info)
+        if sharded and self.parallel != "fsdp":
+            raise ValueError(f"the DiT was loaded for FSDP but {self.parallel} was chosen afterwards")
         if self.parallel != "fsdp":
             loaded.dit.to(self.device)
         self.module = TrainingDiT(loaded.dit, LossConfig(flash=config.flash), config.gradient_checkpointing)
         self.trained = wrap(self.module, self.parallel, info)
+        if sharded:
+            load_full_state(self.trained, None if dit_state is None else
+                            {f"dit.{name}": tensor for name, tensor in dit_state.items()}, info)
+            del dit_state
         self.parameters = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(parameter_groups(self.module, config.weight_decay),
                                            lr=config.learning_rate(), betas=(config.adam_beta1, config.adam_beta2),
@@ -176,6 +189,14 @@ class Trainer:
                       f"({len(trainable)} tensors); {info.world_size} process(es), parallel {self.parallel}, "
                       f"device {self.device}; steps {self.start_step}..{config.steps}, global batch "
                       f"{config.batch_size}")
+
+    def _sharded_load(self) -> bool:
+        """True when the init checkpoint's DiT is to be read by rank 0 alone (FSDP, :mod:`.distributed`)."""
+        config, plan, info = self.config, self.plan, self.info
+        if plan.init is None or not info.distributed:
+            return False
+        count = trained_parameter_count(plan.init, config.mode, config.lora_rank) if config.parallel == "auto" else 0
+        return choose_parallel(config.parallel, count, info) == "fsdp"
 
     def _log(self, message: str) -> None:
         if self.info.is_main:
