@@ -99,7 +99,6 @@ evaluate_baselines() {  # needs no trained model
 evaluate_standard() {  # the shipped model (run_mix); the 1-step row on run_standard, trained as long as run_flash
   local standard="$WORK/run_mix"
   eval_row standard --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES
-  eval_row standard_long --checkpoint "$WORK/run_long" "${TASKS[@]}" --episodes $EVAL_EPISODES
   # prompt swapped to the other cube: 10 scenes of each task
   eval_row swap_red_to_blue --checkpoint "$standard" --task "Touch the red cube." \
     --prompt-override "Touch the blue cube." --episodes $((EVAL_EPISODES / 2))
@@ -107,6 +106,7 @@ evaluate_standard() {  # the shipped model (run_mix); the 1-step row on run_stan
     --prompt-override "Touch the red cube." --episodes $((EVAL_EPISODES / 2)) --seed-start $((1000000 + EVAL_EPISODES / 2))
   eval_row standard_euler1 --checkpoint "$WORK/run_standard" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash \
     --steps 1
+  eval_row standard_long --checkpoint "$WORK/run_long" "${TASKS[@]}" --episodes $EVAL_EPISODES  # before run_mix
 }
 
 evaluate_flash() {
