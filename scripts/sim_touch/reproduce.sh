@@ -7,9 +7,9 @@
 # Stages, by default all in this order: collect dataset train-standard train-flash train-long collect-mix
 # dataset-mix train-mix eval-baselines eval-standard eval-flash table ship. Training runs: run_standard (3,000
 # steps from scratch on demonstrations from the ready pose) and run_flash (the same with decoupled noise) give
-# the 1-Euler-step comparison; run_long continues run_standard for 6,000 steps; run_mix continues run_long on
-# new scenes whose demonstrations start from a random pose in half the episodes and hold at the cube: the
-# shipped model. Evaluations may run beside training, but two torch processes on 2 cores slow each other down
+# the 1-Euler-step comparison; run_long continues run_standard for 6,000 steps: the shipped model. run_mix, an
+# experiment that did not help (model card), continues run_long on new scenes whose demonstrations start from a
+# random pose in half the episodes and hold at the cube. Evaluations may run beside training, but two torch processes on 2 cores slow each other down
 # many times over (OpenMP threads): run training stages alone.
 # Environment: WORK (default runs/sim_touch), NICE (default 10). Needs `make setup` (the dreamzero command).
 # On a 2-core CPU: about 25 min per collection, 45 min (run_standard), 15 min (run_flash), 25 min (run_long) and
@@ -78,7 +78,7 @@ train_long() {  # run_standard's model trained on with a second cosine cycle (it
     --save-every 200 --val-every 500 --keep-checkpoints 2 --resume --quiet
 }
 
-train_mix() {  # run_long's model trained on with the mixed-start demonstrations (new encodings: new clips)
+train_mix() {  # the experiment: run_long's model trained on with the mixed-start demonstrations (new clips, encodings)
   nice -n "$NICE" dreamzero train "$WORK/ds_mix" --output "$WORK/run_mix" --init "$WORK/run_long" --no-augment \
     --cache-encodings --start-stride 3 --steps 4000 --batch-size 16 --micro-batch 16 --lr 5e-4 --workers 1 \
     --save-every 200 --val-every 500 --keep-checkpoints 2 --resume --quiet
@@ -96,8 +96,8 @@ evaluate_baselines() {  # needs no trained model
   eval_row random_tiny --checkpoint tiny "${TASKS[@]}" --episodes $EVAL_EPISODES
 }
 
-evaluate_standard() {  # the shipped model (run_mix); the 1-step row on run_standard, trained as long as run_flash
-  local standard="$WORK/run_mix"
+evaluate_standard() {  # the shipped model (run_long); the 1-step row on run_standard, trained as long as run_flash
+  local standard="$WORK/run_long"
   eval_row standard --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES
   # prompt swapped to the other cube: 10 scenes of each task
   eval_row swap_red_to_blue --checkpoint "$standard" --task "Touch the red cube." \
@@ -106,7 +106,7 @@ evaluate_standard() {  # the shipped model (run_mix); the 1-step row on run_stan
     --prompt-override "Touch the red cube." --episodes $((EVAL_EPISODES / 2)) --seed-start $((1000000 + EVAL_EPISODES / 2))
   eval_row standard_euler1 --checkpoint "$WORK/run_standard" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash \
     --steps 1
-  eval_row standard_long --checkpoint "$WORK/run_long" "${TASKS[@]}" --episodes $EVAL_EPISODES  # before run_mix
+  eval_row mix_standard --checkpoint "$WORK/run_mix" "${TASKS[@]}" --episodes $EVAL_EPISODES  # the experiment
 }
 
 evaluate_flash() {
@@ -118,11 +118,11 @@ table() {
 }
 
 ship() {  # the shipped run's model and records, its dataset's meta/ and the golden chunk into the repository
-  local run="$WORK/run_mix" shipped=checkpoints/sim_touch  # its README.md, the model card, is written by hand
+  local run="$WORK/run_long" shipped=checkpoints/sim_touch  # its README.md, the model card, is written by hand
   mkdir -p "$shipped/dataset_meta"
   cp -r "$run"/{config.json,experiment_cfg,model.safetensors,tokenizer,loss.png,metrics.jsonl,train_summary.json} \
     "$shipped/"
-  cp "$WORK"/ds_mix/meta/{info.json,modality.json,relative_stats_dreamzero.json,stats.json,tasks.jsonl} \
+  cp "$WORK"/ds/meta/{info.json,modality.json,relative_stats_dreamzero.json,stats.json,tasks.jsonl} \
     "$shipped/dataset_meta/"
   python scripts/sim_touch/golden.py "$shipped" tests/data/sim_touch_golden.npz
 }

@@ -17,14 +17,14 @@ from dreamzero_embodiments.sim.scoring import wilson_interval
 ROWS = (  # (label, folders, counted field, target)
     ("scripted demonstrator", ("demonstrator",), "success", "about 100 %"),
     ("random-weight tiny model (standard sampler)", ("random_tiny",), "success", "at most 5 %"),
-    ("trained (sim_touch = run_mix: 3,000 + 6,000 + 4,000 steps), standard sampler (UniPC 16 steps, DiT cache, "
-     "CFG 5)", ("standard",), "success", "at least 80 %"),
-    ("run_long (3,000 + 6,000 steps, ready-pose demonstrations only), standard sampler", ("standard_long",),
-     "success", "-"),
+    ("trained (sim_touch, 3,000 + 6,000 steps), standard sampler (UniPC 16 steps, DiT cache, CFG 5)",
+     ("standard",), "success", "at least 80 %"),
     ("sim_touch, prompt swapped to the other cube (reached the prompted cube)",
      ("swap_red_to_blue", "swap_blue_to_red"), "reached_prompted_object", "at least 70 %"),
     ("standard training (3,000 steps), 1 Euler step (CFG 1)", ("standard_euler1",), "success", "measured"),
     ("Flash training (3,000 steps), 1 Euler step (CFG 1)", ("flash_euler1",), "success", "at least the row above"),
+    ("experiment run_mix (sim_touch + 4,000 steps on mixed-start demonstrations), standard sampler",
+     ("mix_standard",), "success", "-"),
 )
 
 
