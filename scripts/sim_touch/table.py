@@ -3,8 +3,8 @@
     python scripts/sim_touch/table.py runs/sim_touch/eval
 
 Each row reads the ``episodes.jsonl`` of its folder(s) (:mod:`dreamzero_policy.eval_report`); the prompt-swap
-row counts ``reached_prompted_object`` (the policy reached the cube it was told to, not the task's), the others
-``success``. Rates come with their 95 % Wilson interval. A missing folder is a row of dashes.
+row counts ``reached_prompted_object`` (the policy reached the cube it was told to, not the task's; no time is
+recorded for it), the others ``success``. Rates come with their 95 % Wilson interval. A missing folder is a row of dashes.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def table(root: Path) -> str:
             continue
         hits = sum(bool(e.get(field)) for e in episodes)
         low, high = wilson_interval(hits, len(episodes))
-        times = [e["time_to_success_s"] for e in episodes if e["success"]]
+        times = [e["time_to_success_s"] for e in episodes if e["success"]] if field == "success" else []
         mean_time = f"{sum(times) / len(times):.2f} s" if times else "-"
         lines.append(f"| {label} | {len(episodes)} | {hits}/{len(episodes)} = {hits / len(episodes):.0%} "
                      f"({low:.0%} .. {high:.0%}) | {mean_time} | {target} |")
