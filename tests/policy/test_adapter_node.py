@@ -263,7 +263,10 @@ def test_implausible_chunks_and_joint_states_are_refused_and_the_arm_holds(ros_c
             (5, np.array([DELTA] * 7 + [0.5]), relative, np.zeros(8)),  # anchored at zeros, arm at -1.57
         ]
         for count, (chunk_id, values, flags, chunk_anchor) in enumerate(refused, start=1):
-            chunks.publish(_raw_chunk(spec, now().nanoseconds, chunk_id, values, flags, chunk_anchor))
+            # stamped as the newest joint state the adapter holds, so a state at t_obs is there to check the anchor
+            # against however late the 10 Hz states arrive on a loaded machine
+            observed_ns = node._states.newest_stamp
+            chunks.publish(_raw_chunk(spec, observed_ns, chunk_id, values, flags, chunk_anchor))
             wait_until(lambda: node._counters["chunks_refused"] == count, f"chunk {chunk_id} refused")
             assert f"refused chunk {chunk_id}: implausible chunk" in node._last_rejection
         assert "anchor panda_joint4=0 but the measured state at t_obs is -1.5708 (bound 0.05)" in node._last_rejection
