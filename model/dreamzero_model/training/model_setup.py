@@ -124,11 +124,10 @@ def load_pretrained(checkpoint: Path, tag: str, metadata: EmbodimentMetadata, de
 
 def trained_parameter_count(checkpoint: Path, mode: str, lora_rank: int) -> int:
     """Parameters ``mode`` trains in the checkpoint's model, counted on the meta device (no weight is read)."""
-    with torch.random.fork_rng(devices=[]):  # peft draws the adapters' initial values before moving them to meta
-        model = build_full_model(checkpoint_full_config(checkpoint), device="meta")
-        if mode == "lora":
-            inject_lora(model.action_head.model, lora_rank, seed=0)
-        set_trainable(model, mode)
+    model = build_full_model(checkpoint_full_config(checkpoint), device="meta")
+    if mode == "lora":
+        inject_lora(model.action_head.model, lora_rank, seed=0)
+    set_trainable(model, mode)
     return sum(p.numel() for p in model.action_head.model.parameters() if p.requires_grad)
 
 
