@@ -1,10 +1,13 @@
 """Host time per chunk outside the model: select, decode, crop, resize, stitch, pack state.
 
-Two image paths side by side, chunk after chunk in one run, so both see the same machine load:
+Three image paths side by side, chunk after chunk in one run, so all see the same machine load:
 
 * ``before``: the library's path before issue 14, kept here only: Pillow BILINEAR resize (rounds);
-* ``after``: ``dreamzero_embodiments.stitching`` as it is, the reference's resize bit for bit
-  (float32, truncation; facts §10).
+* ``exact``: the library's resize of 2026-12-01, the reference's rounding repeated for every value
+  (``dreamzero_embodiments.resize._exact_frames``; today only the fallback for frames with many flat
+  values), frame by frame;
+* ``after``: ``dreamzero_embodiments.stitching`` as it is: the reference's resize bit for bit (float32,
+  truncation; facts §10), approximated by sparse products and recounted where truncation could flip.
 
 Two cases, 9 frames per camera at the training spacing (facts §1.8), camera rate = action rate:
 
@@ -49,6 +52,7 @@ from dreamzero_embodiments.frames import FrameSchedule, select_stamped
 from dreamzero_embodiments.images import decode_compressed_image, decode_image, encode_compressed_image, encode_image
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_embodiments.state import pack_state
+from dreamzero_embodiments.resize import _exact_frames  # 'exact'
 from dreamzero_embodiments.stitching import _place, center_crop, resize_to, stitch, stitch_frames  # _place: 'before'
 
 STAGES = ("select", "decode", "crop", "resize", "stitch", "pack_state")  # publish: see module docstring
@@ -65,18 +69,29 @@ def pillow_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                                                                           Image.Resampling.BILINEAR))
 
 
-def pillow_stitch_frames(frames: dict[str, np.ndarray], spec: EmbodimentSpec) -> np.ndarray:
-    """``stitch_frames`` before issue 14: per frame resize if needed, crop, Pillow resize, place."""
-    h, w = spec.image.view_size
-    count = len(next(iter(frames.values())))
-    mosaic = np.zeros((count, 2 * h, 2 * w, 3), dtype=np.uint8)
-    for cell in spec.image.mosaic:
-        resolution = spec.camera(cell.view).resolution
-        for t, frame in enumerate(frames[cell.view]):
-            frame = pillow_resize(frame, resolution)
-            view = pillow_resize(np.ascontiguousarray(center_crop(frame, spec.image.crop_scale)), (h, w))
-            _place(mosaic[t], cell.row, cell.col, cell.cols, view)
-    return mosaic
+def exact_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``resize_to`` of 2026-12-01: every value in the reference's order and rounding."""
+    if image.shape[:2] == tuple(size):
+        return image
+    out = np.empty((1, *size, 3), np.uint8)
+    _exact_frames(image[None], out)
+    return out[0]
+
+
+def frame_by_frame(resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray]) -> Callable:
+    """``stitch_frames`` built on ``resize``: per frame resize if needed, crop, resize, place."""
+    def stitch_frames_with(frames: dict[str, np.ndarray], spec: EmbodimentSpec) -> np.ndarray:
+        h, w = spec.image.view_size
+        count = len(next(iter(frames.values())))
+        mosaic = np.zeros((count, 2 * h, 2 * w, 3), dtype=np.uint8)
+        for cell in spec.image.mosaic:
+            resolution = spec.camera(cell.view).resolution
+            for t, frame in enumerate(frames[cell.view]):
+                frame = resize(frame, resolution)
+                view = resize(np.ascontiguousarray(center_crop(frame, spec.image.crop_scale)), (h, w))
+                _place(mosaic[t], cell.row, cell.col, cell.cols, view)
+        return mosaic
+    return stitch_frames_with
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,9 @@ class Path:
     stitch_frames: Callable[[dict[str, np.ndarray], EmbodimentSpec], np.ndarray]
 
 
-PATHS = {"before": Path(pillow_resize, pillow_stitch_frames), "after": Path(resize_to, stitch_frames)}
+PATHS = {"before": Path(pillow_resize, frame_by_frame(pillow_resize)),
+         "exact": Path(exact_resize, frame_by_frame(exact_resize)),
+         "after": Path(resize_to, stitch_frames)}
 
 
 @dataclass(frozen=True)
@@ -190,7 +207,8 @@ def run_chunk(spec: EmbodimentSpec, case: Case, buffers: dict, t_obs_ns: int, st
 def bench(name: str, repeats: int, warmup: int = 3) -> tuple[dict[str, dict[str, float]], tuple[int, float]]:
     """Per path the median ms per stage, and (max, mean) |before - after| over the mosaics, grey levels.
 
-    The paths alternate chunk by chunk, so a change of machine load hits both alike.
+    The paths alternate chunk by chunk, so a change of machine load hits all alike; ``exact`` and
+    ``after`` must give the same mosaics (checked on every chunk).
     """
     case, rng = CASES[name], np.random.default_rng(0)
     spec = load_embodiment(case.embodiment)
@@ -203,6 +221,7 @@ def bench(name: str, repeats: int, warmup: int = 3) -> tuple[dict[str, dict[str,
         for label, path in PATHS.items():
             ms, mosaics[label] = run_chunk(spec, case, buffers, t_obs_ns, state_msg, path)
             runs[label].append(ms)
+        assert np.array_equal(mosaics["exact"], mosaics["after"]), "the fast resize differs from the exact one"
         diff = np.abs(mosaics["before"].astype(np.int16) - mosaics["after"])
         largest, total, values = max(largest, int(diff.max())), total + int(diff.sum()), values + diff.size
     medians = {}

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from dreamzero_embodiments.spec import load_embodiment
-from dreamzero_embodiments.stitching import center_crop, prepare_view, resize_to, resize_weights
+from dreamzero_embodiments import resize
+from dreamzero_embodiments.resize import resize_weights
+from dreamzero_embodiments.stitching import center_crop, prepare_view, resize_to
 
 VIEW = (176, 320)  # image.view_size of every shipped robot
 
@@ -86,3 +88,64 @@ def test_a_flat_agibot_crop_loses_one_grey_level_on_as_many_values_as_the_refere
     out = resize_to(np.full((456, 608, 3), value, np.uint8), VIEW)
     assert np.unique(out).tolist() == [value - 1, value]
     assert int((out == value - 1).sum()) == lowered
+
+
+# ----------------------------------------------------------- the fast path (approximate, then exact)
+def reference_grey(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float32[T, h, w * 3]: the reference's float result times 255, before the truncation."""
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    y = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return (y.permute(0, 2, 3, 1) * 255).reshape(len(frames), size[0], -1).numpy()
+
+
+@pytest.mark.parametrize(("source", "size"), [((171, 304), VIEW), ((456, 608), VIEW), ((240, 1280), (80, 320)),
+                                              ((175, 2000), (7, 100)), ((37, 53), (176, 320))])
+def test_the_approximation_lies_within_half_its_margin_of_the_reference(source, size) -> None:
+    # Values farther than the margin from an integer are truncated without a recount: the bound that makes
+    # that exact must hold with room to spare, on every kind of image.
+    frames = images(*source, seed=7)
+    approximate = resize._Approximation(source, size)
+    expected = reference_grey(frames, size)
+    worst = max(float(np.abs(approximate(frame) - grey).max()) for frame, grey in zip(frames, expected))
+    assert worst <= resize._margin(source, size) / 2
+
+
+def camera_like(height: int, width: int, seed: int) -> np.ndarray:
+    """uint8[H, W, 3]: gradients and a red block, all under sensor noise of sigma 4 (no flat area)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    scene = np.stack([rows / height * 180, cols / width * 180, (rows + cols) / (height + width) * 180], -1) + 30
+    scene[height // 4:height // 2, width // 3:width // 2] = (230, 40, 40)
+    return np.clip(scene + rng.normal(0, 4, scene.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("source", "size"), [((171, 304), VIEW), ((456, 608), VIEW), ((240, 1280), (80, 320))])
+def test_on_camera_images_the_fast_path_alone_equals_the_reference(source, size, monkeypatch) -> None:
+    # Camera-like frames (sensor noise): no frame needs the whole-frame exact path, a few hundred values per
+    # frame are recounted, and the result is still the reference, bit for bit.
+    def no_exact_path(*args):
+        raise AssertionError("a camera-like frame fell back to the exact path")
+
+    recounted = []
+
+    def counting(frames, size, frame, *positions):
+        recounted.append(frame.size)
+        return exact_values(frames, size, frame, *positions)
+
+    exact_values = resize._exact_values
+    monkeypatch.setattr(resize, "_exact_frames", no_exact_path)
+    monkeypatch.setattr(resize, "_exact_values", counting)
+    scenes = np.stack([camera_like(*source, seed=seed) for seed in range(3)])
+    out = np.empty((3, *size, 3), np.uint8)
+    resize.resize_frames_into(scenes, out)
+    np.testing.assert_array_equal(out, reference(scenes, size))
+    assert 0 < sum(recounted) < resize._FALLBACK_FRACTION * out.size
+
+
+def test_resize_frames_into_refuses_an_output_it_cannot_fill() -> None:
+    frames = np.zeros((2, 20, 30, 3), np.uint8)
+    for out in (np.zeros((2, 10, 16, 3), np.float32), np.zeros((1, 10, 16, 3), np.uint8),
+                np.zeros((2, 10, 32, 3), np.uint8)[:, :, ::2]):
+        with pytest.raises(ValueError, match="C-contiguous uint8"):
+            resize.resize_frames_into(frames, out)
