@@ -17,10 +17,16 @@ server, the 2 warm-up calls included): infer, model, overhead (infer minus model
 ``model_mosaics`` stitching, encoding) and queue-wait p50, and the calls by batch size (how many calls'
 chunks were denoised together; the warm-up calls ran alone).
 
-Direct reference, in this process, just before N = 1: the same checkpoint loaded as
-``WamPolicy.from_pretrained(..., "oxe_droid", decode_video=False)`` and the same call sequence run as
-the server runs it (``model_mosaics`` + ``WamPolicy.infer``, each timed), after its own 2-call warm-up.
-Client-side overhead at 1 session = median round trip - median direct call (issue target: <= 5 ms).
+Client-side overhead (issue target: <= 5 ms per DROID call), measured first and in pairs: the same
+checkpoint loaded in this process as ``WamPolicy.from_pretrained(..., "oxe_droid", decode_video=False)``
+runs call k as the server runs it (``model_mosaics`` + ``WamPolicy.infer``), then call k goes through a
+fresh server (1 session, batching off), call after call (``--paired-calls``), each side after its own
+2-call warm-up. The overhead is the median of the per-call differences (round trip - direct): both sides
+of a pair see the same machine load, which on this shared machine moves call times by tens of ms within
+a minute (medians taken minutes apart, as before 2026-12-07, differed by -22 to +69 ms run to run).
+The server's own part is its ``infer`` p50 (from receipt to reply) minus the direct p50. For scale, the
+same run measures the transport floor: a websockets echo server that only unpacks the request and
+answers, so pack + send + reply of a 4.7 MB DROID request with no model and no server logic.
 
 Threads: the server and the direct reference both run torch with ``--threads`` (default 1) intra-op
 threads, so they compare like for like and the client processes keep the other core; numpy in the
@@ -29,7 +35,7 @@ machine: compare rows of one run, not runs; the load average is printed with the
 
 Usage:
     PYTHONPATH=embodiments:model:. .venv/bin/python bench/serve_bench.py [--sessions 1 2 4] [--max-batch 1 4]
-        [--calls 20] [--json]
+        [--calls 20] [--paired-calls 40] [--json]
 Figures measured go to bench/RESULTS.md together with the command.
 """
 from __future__ import annotations
@@ -166,8 +172,14 @@ def run_concurrent(sessions: int, calls: int, threads: int, max_sessions: int, m
             **{f"server_{m}_p50_ms": v for m, v in server_ms.items()}}
 
 
-def run_direct(calls: int, threads: int) -> list[tuple[float, float]]:
-    """(``model_mosaics`` s, ``WamPolicy.infer`` s) per call, the server's sequence, in this process."""
+def run_paired(calls: int, threads: int) -> dict:
+    """The client-side overhead, measured in pairs: call k of a direct context, then call k through a fresh
+    server (1 session, batching off), alternating, so that both see the same machine load.
+
+    The direct context runs what the server runs per call (``model_mosaics`` + ``WamPolicy.infer`` of a
+    context made as the engine makes one) in this process; both get the same observations and their own
+    2-call warm-up. Returns per call the direct ``model_mosaics`` and infer seconds and the round trip.
+    """
     import torch
 
     from dreamzero_model.policy import WamPolicy
@@ -175,23 +187,96 @@ def run_direct(calls: int, threads: int) -> list[tuple[float, float]]:
 
     torch.set_num_threads(threads)
     spec = load_embodiment("droid")
+    keys = wire_keys(spec)
     loaded = WamPolicy.from_pretrained(resolve_checkpoint("tiny"), spec.embodiment_tag, decode_video=False,
                                        progress=False)
     size = loaded.model.config.mosaic_size
-
-    def context(n: int, seed: int) -> list[tuple[float, float]]:
+    server = Server(threads, max_sessions=2, max_batch=1)
+    try:
+        run_session(server.url, "warmup", WARMUP_CALLS, seed=1000)
+        warmup = WamPolicy(loaded.model, loaded.metadata, loaded.tokenizer, decode_video=False)
+        for k in range(WARMUP_CALLS):
+            views, state = observation(spec, 1000, k)
+            warmup.infer(model_mosaics(views, spec, size), state, prompt=PROMPT)
         policy = WamPolicy(loaded.model, loaded.metadata, loaded.tokenizer, decode_video=False)  # as Engine does
-        seconds = []
-        for views, state in (observation(spec, seed, k) for k in range(n)):
-            started = time.perf_counter()
-            video = model_mosaics(views, spec, size)
-            stitched = time.perf_counter()
-            policy.infer(video, state, prompt=PROMPT)
-            seconds.append((stitched - started, time.perf_counter() - stitched))
-        return seconds
+        mosaics_s, infer_s, round_trip_s = [], [], []
+        with connect(embodiment_url(server.url, spec.embodiment_tag), compression=None, max_size=None,
+                     proxy=None) as ws:
+            msgpack_numpy.unpackb(ws.recv(timeout=120))  # handshake
+            for k in range(calls):
+                views, state = observation(spec, 0, k)
+                started = time.perf_counter()
+                video = model_mosaics(views, spec, size)
+                stitched = time.perf_counter()
+                policy.infer(video, state, prompt=PROMPT)
+                mosaics_s.append(stitched - started)
+                infer_s.append(time.perf_counter() - stitched)
+                request = build_request(views, state, PROMPT, "paired", spec, keys)
+                sent = time.perf_counter()
+                ws.send(msgpack_numpy.packb(request))
+                reply = ws.recv(timeout=600)
+                if isinstance(reply, str):
+                    raise RuntimeError(f"server error:\n{reply}")
+                msgpack_numpy.unpackb(reply)
+                round_trip_s.append(time.perf_counter() - sent)
+        server_ms, _ = server.metrics()
+    finally:
+        server.stop()
+    direct = [a + b for a, b in zip(mosaics_s, infer_s)]
+    return {"direct_p50_ms": 1e3 * statistics.median(direct),
+            "direct_mosaics_p50_ms": 1e3 * statistics.median(mosaics_s),
+            "direct_infer_p50_ms": 1e3 * statistics.median(infer_s),
+            "round_trip_p50_ms": 1e3 * statistics.median(round_trip_s),
+            "client_overhead_ms": 1e3 * statistics.median(r - d for r, d in zip(round_trip_s, direct)),
+            **{f"server_{m}_p50_ms": v for m, v in server_ms.items()}}
 
-    context(WARMUP_CALLS, seed=1000)
-    return context(calls, seed=0)  # seed 0: session 0's observations
+
+def run_transport_floor(calls: int) -> dict:
+    """What the protocol alone costs a DROID call: a websockets echo server (same library, no compression, no
+    size limit) in this process that unpacks each request and answers a 24 x 8 chunk. Per call: the client's
+    ``packb`` of a 9-frame DROID request (4.7 MB), and send + reply + ``unpackb`` (median ms)."""
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    async def echo(ws) -> None:
+        async for message in ws:
+            msgpack_numpy.unpackb(message)
+            await ws.send(msgpack_numpy.packb(np.zeros((24, 8), np.float32)))
+
+    port: list[int] = []
+    stop = threading.Event()
+
+    async def serve_until_stopped() -> None:
+        async with serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
+            port.append(server.sockets[0].getsockname()[1])
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve_until_stopped(),), daemon=True)
+    thread.start()
+    spec = load_embodiment("droid")
+    request = build_request(*observation(spec, 0, 1), PROMPT, "floor", spec, wire_keys(spec))
+    pack_s, exchange_s = [], []
+    try:
+        while not port:
+            time.sleep(0.01)
+        with connect(f"ws://127.0.0.1:{port[0]}", compression=None, max_size=None, proxy=None) as ws:
+            for _ in range(calls + WARMUP_CALLS):
+                started = time.perf_counter()
+                payload = msgpack_numpy.packb(request)
+                packed = time.perf_counter()
+                ws.send(payload)
+                msgpack_numpy.unpackb(ws.recv(timeout=60))
+                pack_s.append(packed - started)
+                exchange_s.append(time.perf_counter() - packed)
+    finally:
+        stop.set()
+        thread.join(10)
+    pack_s, exchange_s = pack_s[WARMUP_CALLS:], exchange_s[WARMUP_CALLS:]
+    return {"bytes": len(payload), "pack_p50_ms": 1e3 * statistics.median(pack_s),
+            "exchange_p50_ms": 1e3 * statistics.median(exchange_s),
+            "total_p50_ms": 1e3 * statistics.median(a + b for a, b in zip(pack_s, exchange_s))}
 
 
 def main() -> None:
@@ -201,23 +286,18 @@ def main() -> None:
                         help="server --max-batch values, each run per session count (1: batching off)")
     parser.add_argument("--calls", type=int, default=20, help="infer calls per session")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server and the direct run")
+    parser.add_argument("--paired-calls", type=int, default=40,
+                        help="calls of the paired overhead measurement (0: skip it)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
 
-    rows, direct = [], None
-    for n in args.sessions:
-        if n == 1 and direct is None:
-            direct = run_direct(args.calls, args.threads)
-        rows += [run_concurrent(n, args.calls, args.threads, max_sessions=max(args.sessions) + 1, max_batch=b)
-                 for b in args.max_batch]
-    result = {"calls_per_session": args.calls, "threads": args.threads, "rows": rows,
+    paired = run_paired(args.paired_calls, args.threads) if args.paired_calls else None
+    if paired is not None:
+        paired["transport_floor"] = run_transport_floor(args.paired_calls)
+    rows = [run_concurrent(n, args.calls, args.threads, max_sessions=max(args.sessions) + 1, max_batch=b)
+            for n in args.sessions for b in args.max_batch]
+    result = {"calls_per_session": args.calls, "threads": args.threads, "rows": rows, "paired": paired,
               "loadavg": [round(x, 2) for x in os.getloadavg()]}
-    if direct is not None:
-        one = next(r for r in rows if r["sessions"] == 1)  # the first --max-batch (1 session never batches)
-        result["direct_p50_ms"] = 1e3 * statistics.median(a + b for a, b in direct)
-        result["direct_mosaics_p50_ms"] = 1e3 * statistics.median(a for a, _ in direct)
-        result["direct_infer_p50_ms"] = 1e3 * statistics.median(b for _, b in direct)
-        result["client_overhead_1_session_ms"] = one["p50_ms"] - result["direct_p50_ms"]
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -230,11 +310,18 @@ def main() -> None:
         print(f"| {r['sessions']} | {r['max_batch']} | {r['calls_per_s']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
               f"| {r['server_infer_p50_ms']:.1f} | {r['server_model_p50_ms']:.1f} "
               f"| {r['server_overhead_p50_ms']:.1f} | {r['server_queue_wait_p50_ms']:.1f} | {batches} |")
-    if direct is not None:
-        print(f"direct model_mosaics + infer p50: {result['direct_p50_ms']:.1f} ms (model_mosaics "
-              f"{result['direct_mosaics_p50_ms']:.1f}, infer {result['direct_infer_p50_ms']:.1f}); client-side "
-              f"overhead at 1 session (round trip p50 - direct p50): {result['client_overhead_1_session_ms']:.1f} ms "
-              f"(target <= 5 ms)")
+    if paired is not None:
+        print(f"paired, {args.paired_calls} calls: direct model_mosaics + infer p50 {paired['direct_p50_ms']:.1f} ms "
+              f"(model_mosaics {paired['direct_mosaics_p50_ms']:.1f}, infer {paired['direct_infer_p50_ms']:.1f}), "
+              f"round trip p50 {paired['round_trip_p50_ms']:.1f} ms (server infer {paired['server_infer_p50_ms']:.1f},"
+              f" model {paired['server_model_p50_ms']:.1f}, overhead {paired['server_overhead_p50_ms']:.1f}); "
+              f"client-side overhead, median of the pairs' differences: {paired['client_overhead_ms']:.1f} ms "
+              f"(target <= 5 ms); the server's own (server infer p50 - direct p50): "
+              f"{paired['server_infer_p50_ms'] - paired['direct_p50_ms']:.1f} ms")
+        floor = paired["transport_floor"]
+        print(f"transport floor (websockets echo server, same packing): {floor['bytes']:,} bytes per request, "
+              f"pack p50 {floor['pack_p50_ms']:.1f} ms, send + reply p50 {floor['exchange_p50_ms']:.1f} ms, "
+              f"total p50 {floor['total_p50_ms']:.1f} ms")
 
 
 if __name__ == "__main__":
