@@ -9,9 +9,12 @@ at the default ``model_nice`` (``load``) or at the adapter's priority (``load-ni
 commands are ``JointTrajectory`` messages stamped with the adapter's own tick time, so the intervals between stamps are the adapter's command
 intervals, not this script's receive times (also reported, as the robot's side sees them).
 
+``--adapter-threads N`` runs the same adapter on an N-thread ``MultiThreadedExecutor`` instead of the
+console script's single-threaded one (``dreamzero_policy.executor``), for the comparison.
+
 Usage (from the repository root, after ``make setup``):
     AMENT_PREFIX_PATH=.venv ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST .venv/bin/python bench/jitter_bench.py \
-        [--seconds 60] [--rate 100] [--cases idle load load-nice0]
+        [--seconds 60] [--rate 100] [--cases idle load load-nice0] [--adapter-threads 2]
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import argparse
 import os
 import random
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -121,11 +125,20 @@ def _wait(condition, what: str) -> None:
         time.sleep(0.1)
 
 
-def _start(executable: str, parameters: dict[str, object], log: Path) -> subprocess.Popen:
+def _start(command: list[str], parameters: dict[str, object], log: Path) -> subprocess.Popen:
     ros_args = [arg for name, value in parameters.items() for arg in ("-p", f"{name}:={value}")]
     with log.open("w") as sink:
-        return subprocess.Popen([executable, "--ros-args", "-r", f"__ns:={NAMESPACE}", *ros_args],
+        return subprocess.Popen([*command, "--ros-args", "-r", f"__ns:={NAMESPACE}", *ros_args],
                                 stdout=sink, stderr=subprocess.STDOUT)
+
+
+def _adapter_command(threads: int) -> list[str]:
+    """The ``adapter_node`` console script (a single-threaded executor), or the same node on ``threads``
+    executor threads."""
+    if threads == 1:
+        return ["adapter_node"]
+    return [sys.executable, "-c", "from dreamzero_policy.adapter_node import AdapterNode; "
+            f"from dreamzero_policy.lifecycle import spin_node; spin_node(AdapterNode, threads={threads})"]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -162,20 +175,20 @@ def _percentiles_ms(times_ns: list[int]) -> dict[str, float]:
 CASES = {"idle": None, "load": {}, "load-nice0": {"model_nice": 0}}  # None: no policy node; else its extra parameters
 
 
-def run_case(case: str, seconds: float, rate_hz: float, logs: Path) -> dict[str, object]:
+def run_case(case: str, seconds: float, rate_hz: float, adapter_threads: int, logs: Path) -> dict[str, object]:
     robot = Robot(state_rate_hz=100.0)
     executor = SingleThreadedExecutor()
     executor.add_node(robot)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     load = CASES[case]
-    processes = [_start("adapter_node", {"command_rate_hz": rate_hz, "stream_message": "joint_trajectory",
-                                         "chunk_topic": CHUNK_TOPIC}, logs / f"{case}-adapter.log")]
+    adapter_parameters = {"command_rate_hz": rate_hz, "stream_message": "joint_trajectory", "chunk_topic": CHUNK_TOPIC}
+    processes = [_start(_adapter_command(adapter_threads), adapter_parameters, logs / f"{case}-adapter.log")]
     try:
         if load is not None:
-            processes.append(_start("policy_node", {"autostart": True, "checkpoint": "tiny", "execute_steps": 1,
-                                                    "max_chunk_age_s": 600.0, "publish_predicted_video": False,
-                                                    **load}, logs / f"{case}-policy.log"))
+            processes.append(_start(["policy_node"], {"autostart": True, "checkpoint": "tiny", "execute_steps": 1,
+                                                      "max_chunk_age_s": 600.0, "publish_predicted_video": False,
+                                                      **load}, logs / f"{case}-policy.log"))
         _activate_adapter(robot)
         robot.recording = True
         _wait(lambda: len(robot.stamps_ns) > rate_hz, "the adapter's commands")
@@ -205,6 +218,9 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES),
                         help="idle: the adapter alone; load: the policy node inferring (its model process at the "
                              "default model_nice); load-nice0: the same at the adapter's priority")
+    parser.add_argument("--adapter-threads", type=int, default=1,
+                        help="1: the adapter_node console script (single-threaded executor); N > 1: the same node on "
+                             "an N-thread MultiThreadedExecutor")
     parser.add_argument("--logs", default="/tmp/jitter_bench", help="folder for the nodes' logs")
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(120, 200)))  # away from a test run's domains
@@ -214,7 +230,7 @@ def main() -> None:
     rows = []
     with rclpy.init():
         for case in args.cases:
-            rows.append(run_case(case, args.seconds, args.rate, logs))
+            rows.append(run_case(case, args.seconds, args.rate, args.adapter_threads, logs))
     print(f"| case | commands/s | interval p50 ms | p99 ms | max ms | p99 - period ms | received p99 ms | "
           f"policy chunks/s | adapter CPU | load average |\n|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:

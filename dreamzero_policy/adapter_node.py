@@ -396,5 +396,5 @@ class AdapterNode(ManagedNode):
 
 def main(args: list[str] | None = None) -> None:
     """Console script ``adapter_node``."""
-    spin_node(AdapterNode, args)
+    spin_node(AdapterNode, args, threads=1)  # short callbacks that never block: the cheapest executor (executor.py)
 

@@ -199,5 +199,5 @@ class ControlMux(ManagedNode):
 
 def main(args: list[str] | None = None) -> None:
     """Console script ``control_mux``."""
-    spin_node(ControlMux, args)
+    spin_node(ControlMux, args, threads=1)  # short callbacks that never block: the cheapest executor (executor.py)
 

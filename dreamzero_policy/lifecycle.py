@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import rclpy
+from rclpy.executors import Executor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from dreamzero_policy.executor import OrderlyExecutor, spinning_in_background
+from dreamzero_policy.executor import orderly_executor, spinning_in_background
 
 # The primary states a shutdown transition starts from (rclpy's trigger_shutdown raises in any other).
 _SHUTDOWN_FROM = ("unconfigured", "inactive", "active")
@@ -127,12 +128,13 @@ def ros_main(args: list[str] | None = None) -> Iterator[StopRequest]:
 
 
 @contextmanager
-def serving(nodes: list[Node], thread_name: str, threads: int | None = None) -> Iterator[OrderlyExecutor]:
-    """``nodes`` spinning on an OrderlyExecutor in a background thread for the ``with`` block, then shut
+def serving(nodes: list[Node], thread_name: str, threads: int | None = None) -> Iterator[Executor]:
+    """``nodes`` spinning on an executor that stops in order (:func:`dreamzero_policy.executor.orderly_executor`:
+    ``threads`` 1 is single-threaded) in a background thread for the ``with`` block, then shut
     down in order, however the block ends: the active lifecycle nodes deactivated in list order while
     the executor still spins (policy_node stops querying, adapter_node clears its buffer and holds),
     the executor stopped, then each node's shutdown transition and ``destroy_node``."""
-    executor = OrderlyExecutor(num_threads=threads)
+    executor = orderly_executor(threads)
     for node in nodes:
         executor.add_node(node)
     try:
@@ -150,8 +152,9 @@ def serving(nodes: list[Node], thread_name: str, threads: int | None = None) -> 
             node.destroy_node()
 
 
-def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
-    """Console-script body: spin the node until SIGINT or SIGTERM, then shut it down in order
-    (deactivate if active, shutdown transition, destroy; :func:`serving`) and return."""
-    with ros_main(args) as stop, serving([make_node()], "node-executor"):
+def spin_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int | None = None) -> None:
+    """Console-script body: spin the node on ``threads`` executor threads (1: a single-threaded executor, for
+    nodes whose callbacks never block) until SIGINT or SIGTERM, then shut it down in order (deactivate if
+    active, shutdown transition, destroy; :func:`serving`) and return."""
+    with ros_main(args) as stop, serving([make_node()], "node-executor", threads):
         stop.wait()

@@ -1,18 +1,19 @@
-"""OrderlyExecutor: a shutdown while a callback runs lets it finish, with no error from rclpy's guard."""
+"""The orderly executors: a shutdown while a callback runs lets it finish, with no error from rclpy's guard."""
 from __future__ import annotations
 
 import gc
 import threading
 import time
 
+import pytest
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
-from dreamzero_policy.executor import OrderlyExecutor
+from dreamzero_policy.executor import OrderlyExecutor, OrderlySingleThreadedExecutor, orderly_executor
 from waiting import PATIENCE_S, wait_until
 
 
-def _spin_in_thread(executor: OrderlyExecutor, errors: list[BaseException]) -> threading.Thread:
+def _spin_in_thread(executor, errors: list[BaseException]) -> threading.Thread:
     def spin() -> None:
         try:
             executor.spin()
@@ -62,8 +63,43 @@ def test_shutdown_lets_running_and_waiting_callbacks_finish_without_errors(ros_c
     assert "never retrieved" not in capfd.readouterr().err
 
 
-def test_shutdown_before_spin_and_spin_after_shutdown_return(ros_context) -> None:
-    executor = OrderlyExecutor(num_threads=2)
+def test_single_threaded_shutdown_waits_for_the_running_callback(ros_context, unique_name) -> None:
+    """The command-path nodes' executor (one thread): shutdown from another thread while a callback runs
+    returns after it ended, spin returns without error, and no callback starts afterwards."""
+    node = Node(f"single_{unique_name}")
+    started, finished = threading.Event(), threading.Event()
+    calls_after_shutdown: list[float] = []
+    shut_down = threading.Event()
+
+    def slow() -> None:
+        if shut_down.is_set():
+            calls_after_shutdown.append(time.monotonic())
+        started.set()
+        time.sleep(0.5)
+        finished.set()
+
+    node.create_timer(0.02, slow)
+    executor = orderly_executor(threads=1)
+    assert isinstance(executor, OrderlySingleThreadedExecutor)
+    executor.add_node(node)
+    errors: list[BaseException] = []
+    thread = _spin_in_thread(executor, errors)
+    try:
+        assert started.wait(PATIENCE_S), "the callback never ran"
+        assert executor.shutdown(timeout_sec=PATIENCE_S)
+        shut_down.set()
+        assert finished.is_set()  # shutdown returned after the running callback ended
+        thread.join(timeout=PATIENCE_S)
+        assert not thread.is_alive() and errors == []
+        time.sleep(0.1)
+        assert calls_after_shutdown == []
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shutdown_before_spin_and_spin_after_shutdown_return(ros_context, threads: int) -> None:
+    executor = orderly_executor(threads)
     assert executor.shutdown(timeout_sec=PATIENCE_S)
     errors: list[BaseException] = []
     thread = _spin_in_thread(executor, errors)
