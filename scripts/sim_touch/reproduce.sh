@@ -106,6 +106,7 @@ evaluate_standard() {  # the shipped model (run_long); the 1-step row on run_sta
     --prompt-override "Touch the red cube." --episodes $((EVAL_EPISODES / 2)) --seed-start $((1000000 + EVAL_EPISODES / 2))
   eval_row standard_euler1 --checkpoint "$WORK/run_standard" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash \
     --steps 1
+  eval_row phase1_standard --checkpoint "$WORK/run_standard" "${TASKS[@]}" --episodes $EVAL_EPISODES  # its sampler's share
   eval_row mix_standard --checkpoint "$WORK/run_mix" "${TASKS[@]}" --episodes $EVAL_EPISODES  # the experiment
 }
 

@@ -21,6 +21,7 @@ ROWS = (  # (label, folders, counted field, target)
      ("standard",), "success", "at least 80 %"),
     ("sim_touch, prompt swapped to the other cube (reached the prompted cube)",
      ("swap_red_to_blue", "swap_blue_to_red"), "reached_prompted_object", "at least 70 %"),
+    ("standard training (3,000 steps), standard sampler", ("phase1_standard",), "success", "-"),
     ("standard training (3,000 steps), 1 Euler step (CFG 1)", ("standard_euler1",), "success", "measured"),
     ("Flash training (3,000 steps), 1 Euler step (CFG 1)", ("flash_euler1",), "success", "at least the row above"),
     ("experiment run_mix (sim_touch + 4,000 steps on mixed-start demonstrations), standard sampler",
