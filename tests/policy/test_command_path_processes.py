@@ -20,14 +20,13 @@ from pathlib import Path
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from dreamzero_embodiments.spec import load_embodiment
 from dreamzero_msgs.msg import ActionChunk
-from dreamzero_policy.conversions import ns_to_stamp, stamp_to_ns
+from dreamzero_policy.conversions import stamp_to_ns
 from dreamzero_policy.qos import reliable_qos
-from policy.test_adapter_node import _chunk, _home
+from policy.test_adapter_node import _chunk, _home, _publish_joint_states
 from ros_testing import PATIENCE_S, MessageCollector, spinning, wait_until
 
 SPEC = load_embodiment("droid")
@@ -62,20 +61,13 @@ def _activate(driver: Node, node_name: str) -> None:
 
 
 def _play_robot(driver: Node, with_chunks: bool = False) -> None:
-    """Joint states at 50 Hz; with ``with_chunks``, a chunk that stays where the arm is every 0.5 s (the
+    """Joint states at 10 Hz; with ``with_chunks``, a chunk that stays where the arm is every 0.5 s (the
     adapter publishes nothing before its first chunk, then executes or holds)."""
     home = _home(SPEC)
-    states = driver.create_publisher(JointState, SPEC.joint_states_topic, reliable_qos())
-    chunks = driver.create_publisher(ActionChunk, "policy_node/action_chunk", reliable_qos())
-    chunk_ids = iter(range(1, 1_000_000))
-
-    def publish_state() -> None:
-        message = JointState(name=list(home), position=list(home.values()))
-        message.header.stamp = ns_to_stamp(driver.get_clock().now().nanoseconds)
-        states.publish(message)
-
-    driver.create_timer(0.02, publish_state)
+    _publish_joint_states(driver, SPEC, home)
     if with_chunks:
+        chunks = driver.create_publisher(ActionChunk, "policy_node/action_chunk", reliable_qos())
+        chunk_ids = iter(range(1, 1_000_000))
         driver.create_timer(0.5, lambda: chunks.publish(
             _chunk(SPEC, home, driver.get_clock().now().nanoseconds, next(chunk_ids), delta=0.0)))
 

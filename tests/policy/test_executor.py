@@ -65,15 +65,11 @@ def test_shutdown_lets_running_and_waiting_callbacks_finish_without_errors(ros_c
 
 def test_single_threaded_shutdown_waits_for_the_running_callback(ros_context, unique_name) -> None:
     """The command-path nodes' executor (one thread): shutdown from another thread while a callback runs
-    returns after it ended, spin returns without error, and no callback starts afterwards."""
+    returns after it ended, and spin returns without error."""
     node = Node(f"single_{unique_name}")
     started, finished = threading.Event(), threading.Event()
-    calls_after_shutdown: list[float] = []
-    shut_down = threading.Event()
 
     def slow() -> None:
-        if shut_down.is_set():
-            calls_after_shutdown.append(time.monotonic())
         started.set()
         time.sleep(0.5)
         finished.set()
@@ -87,12 +83,9 @@ def test_single_threaded_shutdown_waits_for_the_running_callback(ros_context, un
     try:
         assert started.wait(PATIENCE_S), "the callback never ran"
         assert executor.shutdown(timeout_sec=PATIENCE_S)
-        shut_down.set()
         assert finished.is_set()  # shutdown returned after the running callback ended
         thread.join(timeout=PATIENCE_S)
         assert not thread.is_alive() and errors == []
-        time.sleep(0.1)
-        assert calls_after_shutdown == []
     finally:
         node.destroy_node()
 
