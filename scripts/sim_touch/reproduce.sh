@@ -4,16 +4,15 @@
 # interruption and it goes on where it stopped (finished stages are skipped).
 #
 #   scripts/sim_touch/reproduce.sh [STAGE...]
-# Stages, by default all in this order: collect dataset train-standard train-flash train-long collect-mix
-# dataset-mix train-mix eval-baselines eval-standard eval-flash table ship. Training runs: run_standard (3,000
-# steps from scratch on demonstrations from the ready pose) and run_flash (the same with decoupled noise) give
-# the 1-Euler-step comparison; run_long continues run_standard for 6,000 steps: the shipped model. run_mix, an
-# experiment that did not help (model card), continues run_long on new scenes whose demonstrations start from a
-# random pose in half the episodes and hold at the cube. Evaluations may run beside training, but two torch processes on 2 cores slow each other down
-# many times over (OpenMP threads): run training stages alone.
+# Stages, by default all in this order: collect dataset train-standard train-flash train-long eval-baselines
+# eval-standard eval-flash eval-long table ship. Training runs: run_standard (3,000 steps from scratch on
+# demonstrations from the ready pose: the shipped model) and run_flash (the same with decoupled noise) give the
+# 1-Euler-step comparison; run_long, an experiment that did worse in closed loop (model card), continues
+# run_standard for 6,000 steps. Evaluations may run beside training, but two torch processes on 2 cores slow each
+# other down many times over (OpenMP threads): run training stages alone.
 # Environment: WORK (default runs/sim_touch), NICE (default 10). Needs `make setup` (the dreamzero command).
-# On a 2-core CPU: about 25 min per collection, 45 min (run_standard), 15 min (run_flash), 25 min (run_long) and
-# 40 min (run_mix) of training, and 40 s per evaluation episode.
+# On a 2-core CPU: about 25 min for the collection, 45 min (run_standard), 15 min (run_flash) and 27 min (run_long)
+# of training, and 40 s per evaluation episode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${WORK:-runs/sim_touch}
@@ -21,7 +20,7 @@ NICE=${NICE:-10}
 export PATH="$PWD/.venv/bin:$PATH" AMENT_PREFIX_PATH="$PWD/.venv" ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-77} ROS_LOG_DIR=${ROS_LOG_DIR:-/tmp/sim_touch-roslog}
 TASKS=(--task "Touch the red cube." --task "Touch the blue cube.")
-EPISODES=200   # demonstrations per collection: training seeds 0..199, then 200..399 (collect-mix)
+EPISODES=200   # demonstrations: training seeds 0..199
 EVAL_EPISODES=20  # per row, evaluation seeds from 1,000,000 on (never a training scene)
 TRAIN=(--init tiny_sim --no-augment --cache-encodings --start-stride 3 --steps 3000 --batch-size 16 --micro-batch 16 --vae-steps 60
        --workers 1 --save-every 100 --val-every 200 --keep-checkpoints 2)
@@ -67,7 +66,7 @@ train_flash() {  # the Flash run shares the standard run's VAE stage and encodin
   train run_flash --flash
 }
 
-train_long() {  # run_standard's model trained on with a second cosine cycle (its encoders, so its encodings)
+train_long() {  # the experiment: run_standard's model trained on with a second cosine cycle (its encoders and encodings)
   local run="$WORK/run_long"
   if [ ! -d "$run" ]; then
     mkdir -p "$run"
@@ -75,12 +74,6 @@ train_long() {  # run_standard's model trained on with a second cosine cycle (it
   fi
   nice -n "$NICE" dreamzero train "$WORK/ds" --output "$run" --init "$WORK/run_standard" --no-augment \
     --cache-encodings --start-stride 3 --steps 6000 --batch-size 16 --micro-batch 16 --lr 5e-4 --workers 1 \
-    --save-every 200 --val-every 500 --keep-checkpoints 2 --resume --quiet
-}
-
-train_mix() {  # the experiment: run_long's model trained on with the mixed-start demonstrations (new clips, encodings)
-  nice -n "$NICE" dreamzero train "$WORK/ds_mix" --output "$WORK/run_mix" --init "$WORK/run_long" --no-augment \
-    --cache-encodings --start-stride 3 --steps 4000 --batch-size 16 --micro-batch 16 --lr 5e-4 --workers 1 \
     --save-every 200 --val-every 500 --keep-checkpoints 2 --resume --quiet
 }
 
@@ -96,22 +89,26 @@ evaluate_baselines() {  # needs no trained model
   eval_row random_tiny --checkpoint tiny "${TASKS[@]}" --episodes $EVAL_EPISODES
 }
 
-evaluate_standard() {  # the shipped model (run_long); the 1-step row on run_standard, trained as long as run_flash
-  local standard="$WORK/run_long"
+evaluate_standard() {  # the shipped model (run_standard): standard sampler, prompt swapped, 1 Euler step
+  local standard="$WORK/run_standard"
   eval_row standard --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES
+  # the next 20 evaluation seeds: in the first 20 the task's cube is the one nearer the robot in 16 (model card)
+  eval_row standard_next --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES \
+    --seed-start $((1000000 + EVAL_EPISODES))
   # prompt swapped to the other cube: 10 scenes of each task
   eval_row swap_red_to_blue --checkpoint "$standard" --task "Touch the red cube." \
     --prompt-override "Touch the blue cube." --episodes $((EVAL_EPISODES / 2))
   eval_row swap_blue_to_red --checkpoint "$standard" --task "Touch the blue cube." \
     --prompt-override "Touch the red cube." --episodes $((EVAL_EPISODES / 2)) --seed-start $((1000000 + EVAL_EPISODES / 2))
-  eval_row standard_euler1 --checkpoint "$WORK/run_standard" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash \
-    --steps 1
-  eval_row phase1_standard --checkpoint "$WORK/run_standard" "${TASKS[@]}" --episodes $EVAL_EPISODES  # its sampler's share
-  eval_row mix_standard --checkpoint "$WORK/run_mix" "${TASKS[@]}" --episodes $EVAL_EPISODES  # the experiment
+  eval_row standard_euler1 --checkpoint "$standard" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash --steps 1
 }
 
 evaluate_flash() {
   eval_row flash_euler1 --checkpoint "$WORK/run_flash" "${TASKS[@]}" --episodes $EVAL_EPISODES --sampler flash --steps 1
+}
+
+evaluate_long() {  # the experiment
+  eval_row long_standard --checkpoint "$WORK/run_long" "${TASKS[@]}" --episodes $EVAL_EPISODES
 }
 
 table() {
@@ -119,7 +116,7 @@ table() {
 }
 
 ship() {  # the shipped run's model and records, its dataset's meta/ and the golden chunk into the repository
-  local run="$WORK/run_long" shipped=checkpoints/sim_touch  # its README.md, the model card, is written by hand
+  local run="$WORK/run_standard" shipped=checkpoints/sim_touch  # its README.md, the model card, is written by hand
   mkdir -p "$shipped/dataset_meta"
   cp -r "$run"/{config.json,experiment_cfg,model.safetensors,tokenizer,loss.png,metrics.jsonl,train_summary.json} \
     "$shipped/"
@@ -129,8 +126,8 @@ ship() {  # the shipped run's model and records, its dataset's meta/ and the gol
 }
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(collect dataset train-standard train-flash train-long collect-mix dataset-mix train-mix
-                                    eval-baselines eval-standard eval-flash table ship)
+[ ${#stages[@]} -eq 0 ] && stages=(collect dataset train-standard train-flash train-long eval-baselines eval-standard
+                                    eval-flash eval-long table ship)
 for stage in "${stages[@]}"; do
   case "$stage" in
     collect) collect demos 0 ;;
@@ -138,12 +135,10 @@ for stage in "${stages[@]}"; do
     train-standard) train run_standard ;;
     train-flash) train_flash ;;
     train-long) train_long ;;
-    collect-mix) collect demos_mix $EPISODES --random-start 0.5 --hold 1.0 ;;
-    dataset-mix) dataset demos_mix ds_mix ;;
-    train-mix) train_mix ;;
     eval-baselines) evaluate_baselines ;;
     eval-standard) evaluate_standard ;;
     eval-flash) evaluate_flash ;;
+    eval-long) evaluate_long ;;
     table) table ;;
     ship) ship ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;

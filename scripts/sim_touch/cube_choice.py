@@ -1,0 +1,120 @@
+"""Which cube does a policy touch: the prompted one, or the one nearer the robot? (the sim_touch model card)
+
+    python scripts/sim_touch/cube_choice.py runs/sim_touch/eval [--probe CHECKPOINT --probe-scenes N]
+
+For each eval-sim report folder under the root: of the episodes that touched a cube, how many touched the cube
+nearer the robot (the smaller x of the two: the base stands at x = -0.2 m and faces +x) and how many the
+other. Then, per 20 evaluation seeds from 1,000,000 on (tasks alternating red/blue as eval-sim assigns them), in
+how many scenes the task's cube is the nearer one: where that share is far from half, a policy that ignores the
+prompt and goes to the nearer cube scores far from half of its precision.
+
+``--probe``: the first chunk of a checkpoint (local backend, standard sampler) at the first query of N
+evaluation scenes, once with each prompt: the largest joint difference between the two chunks. A model that
+reads the instruction moves toward different cubes; one that does not gives nearly the same chunk.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dreamzero_embodiments.sim.droid_world import DroidWorld
+from dreamzero_embodiments.sim.tasks import EVALUATION_SEED_START
+from dreamzero_embodiments.spec import load_embodiment
+
+COLOURS = ("red", "blue")  # eval-sim's task order in reproduce.sh: red on even episode indices
+PROMPTS = {colour: f"Touch the {colour} cube." for colour in COLOURS}
+
+
+def nearer_cube(seed: int, spec) -> str:
+    """'red' or 'blue': the cube with the smaller x in the scene of ``seed``."""
+    world = DroidWorld(seed, spec=spec)
+    try:
+        return "red" if world.object_pose("red_cube")[0] < world.object_pose("blue_cube")[0] else "blue"
+    finally:
+        world.close()
+
+
+def _colour(text: str) -> str:
+    return next(c for c in COLOURS if c in text)
+
+
+def touched_cubes(record: dict) -> set[str]:
+    """The cubes an episode record says were touched: the task's (success), the prompted one (prompt swap)."""
+    cubes = {_colour(record["task"])} if record["success"] else set()
+    if record.get("reached_prompted_object"):
+        cubes.add(_colour(record["prompt"]))
+    return cubes
+
+
+def report_folders(root: Path, spec) -> None:
+    nearer: dict[int, str] = {}
+    for folder in sorted(p.parent for p in root.glob("*/episodes.jsonl")):
+        records = [json.loads(line) for line in (folder / "episodes.jsonl").read_text().splitlines() if line.strip()]
+        if any(r["prompt"] not in PROMPTS.values() for r in records):
+            continue  # not the touch tasks
+        touched = near = far = 0
+        for record in records:
+            cubes = touched_cubes(record)
+            if not cubes:
+                continue
+            side = nearer.setdefault(record["seed"], nearer_cube(record["seed"], spec))
+            touched += 1
+            near += side in cubes
+            far += bool(cubes - {side})
+        print(f"{folder.name}: {len(records)} episodes, {touched} touched a cube: the nearer {near}, the other {far}")
+
+
+def report_seeds(spec, count: int = 200, group: int = 20) -> None:
+    for first in range(EVALUATION_SEED_START, EVALUATION_SEED_START + count, group):
+        agree = sum(nearer_cube(first + i, spec) == COLOURS[i % 2] for i in range(group))
+        print(f"seeds {first}..{first + group - 1}: the task's cube is the nearer one in {agree}/{group}")
+
+
+def probe(checkpoint: str, scenes: int, spec) -> None:
+    from dreamzero_embodiments.sim.droid_world import READY_Q
+    from dreamzero_embodiments.state import pack_state
+    from dreamzero_policy.backends.base import Observation
+    from dreamzero_policy.backends.local import LocalBackend
+
+    backend = LocalBackend(spec, checkpoint, decode_video=False)
+    try:
+        for seed in range(EVALUATION_SEED_START, EVALUATION_SEED_START + scenes):
+            world = DroidWorld(seed, spec=spec)
+            try:
+                world.reset(READY_Q)
+                views = {key: image[None] for key, image in world.render().items()}
+                names, positions = world.joint_positions()
+            finally:
+                world.close()
+            chunks = {}
+            for colour, prompt in PROMPTS.items():
+                query = Observation(t_obs_ns=0, views=views, state=pack_state(names, positions, spec), prompt=prompt,
+                                    session_id=f"probe-{seed}-{colour}", first_of_session=True)
+                backend.reset(prompt, query.session_id)
+                chunks[colour] = backend.infer(query).actions
+            # the 7 arm joints come first (droid.yaml); both chunks are relative to the same state, so their
+            # difference is that of the absolute targets
+            difference = np.abs(chunks["red"][:, :7] - chunks["blue"][:, :7]).max()
+            print(f"seed {seed}: first chunk, red vs blue prompt: largest joint difference {difference:.4f} rad")
+    finally:
+        backend.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="folder of eval-sim report folders (runs/sim_touch/eval)")
+    parser.add_argument("--probe", metavar="CHECKPOINT", help="also compare the first chunk under both prompts")
+    parser.add_argument("--probe-scenes", type=int, default=20)
+    args = parser.parse_args()
+    spec = load_embodiment("droid")
+    report_folders(args.root, spec)
+    report_seeds(spec)
+    if args.probe:
+        probe(args.probe, args.probe_scenes, spec)
+
+
+if __name__ == "__main__":
+    main()
