@@ -74,25 +74,15 @@ def report_seeds(spec, count: int = 200, group: int = 20) -> None:
 
 
 def probe(checkpoint: str, scenes: int, spec) -> None:
-    from dreamzero_embodiments.sim.droid_world import READY_Q
-    from dreamzero_embodiments.state import pack_state
-    from dreamzero_policy.backends.base import Observation
     from dreamzero_policy.backends.local import LocalBackend
+    from golden import observation  # scripts/sim_touch/golden.py: the first query of an evaluation episode
 
     backend = LocalBackend(spec, checkpoint, decode_video=False)
     try:
         for seed in range(EVALUATION_SEED_START, EVALUATION_SEED_START + scenes):
-            world = DroidWorld(seed, spec=spec)
-            try:
-                world.reset(READY_Q)
-                views = {key: image[None] for key, image in world.render().items()}
-                names, positions = world.joint_positions()
-            finally:
-                world.close()
             chunks = {}
             for colour, prompt in PROMPTS.items():
-                query = Observation(t_obs_ns=0, views=views, state=pack_state(names, positions, spec), prompt=prompt,
-                                    session_id=f"probe-{seed}-{colour}", first_of_session=True)
+                query = observation(seed, prompt)
                 backend.reset(prompt, query.session_id)
                 chunks[colour] = backend.infer(query).actions
             # the 7 arm joints come first (droid.yaml); both chunks are relative to the same state, so their
