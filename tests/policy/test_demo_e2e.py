@@ -5,6 +5,8 @@ The episode runs in this process (console scripts would run the installed copy o
 5 Hz in one render process to fit the 2-core CI machine. The closed-loop test runs the demo's default policy, the
 shipped trained model ``sim_touch`` (``checkpoints/sim_touch``, installed by ``make setup``) with the standard
 sampler: its chunks must bring the arm toward the prompted cube and its predicted video must show the scene.
+That does not show that it reads the prompt: it does not (it goes to the cube nearer the robot, its model card),
+and in this scene both cubes lie ahead of and below the gripper's start.
 """
 from __future__ import annotations
 
