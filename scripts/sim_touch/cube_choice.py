@@ -21,31 +21,27 @@ from pathlib import Path
 import numpy as np
 
 from dreamzero_embodiments.sim.droid_world import DroidWorld
-from dreamzero_embodiments.sim.tasks import EVALUATION_SEED_START
+from dreamzero_embodiments.sim.tasks import EVALUATION_SEED_START, TASKS, find_task
 from dreamzero_embodiments.spec import load_embodiment
 
-COLOURS = ("red", "blue")  # eval-sim's task order in reproduce.sh: red on even episode indices
-PROMPTS = {colour: f"Touch the {colour} cube." for colour in COLOURS}
+TOUCH = tuple(t for t in TASKS if t.kind == "touch")  # red, blue: eval-sim's task order in reproduce.sh
+CUBES = tuple(t.target for t in TOUCH)
 
 
 def nearer_cube(seed: int, spec) -> str:
-    """'red' or 'blue': the cube with the smaller x in the scene of ``seed``."""
+    """The object name of the cube with the smaller x in the scene of ``seed``."""
     world = DroidWorld(seed, spec=spec)
     try:
-        return "red" if world.object_pose("red_cube")[0] < world.object_pose("blue_cube")[0] else "blue"
+        return min(CUBES, key=lambda cube: world.object_pose(cube)[0])
     finally:
         world.close()
 
 
-def _colour(text: str) -> str:
-    return next(c for c in COLOURS if c in text)
-
-
 def touched_cubes(record: dict) -> set[str]:
     """The cubes an episode record says were touched: the task's (success), the prompted one (prompt swap)."""
-    cubes = {_colour(record["task"])} if record["success"] else set()
+    cubes = {find_task(record["task"]).target} if record["success"] else set()
     if record.get("reached_prompted_object"):
-        cubes.add(_colour(record["prompt"]))
+        cubes.add(find_task(record["prompt"]).target)
     return cubes
 
 
@@ -53,7 +49,7 @@ def report_folders(root: Path, spec) -> None:
     nearer: dict[int, str] = {}
     for folder in sorted(p.parent for p in root.glob("*/episodes.jsonl")):
         records = [json.loads(line) for line in (folder / "episodes.jsonl").read_text().splitlines() if line.strip()]
-        if any(r["prompt"] not in PROMPTS.values() for r in records):
+        if any(find_task(r["task"]) not in TOUCH for r in records):
             continue  # not the touch tasks
         touched = near = far = 0
         for record in records:
@@ -69,7 +65,7 @@ def report_folders(root: Path, spec) -> None:
 
 def report_seeds(spec, count: int = 200, group: int = 20) -> None:
     for first in range(EVALUATION_SEED_START, EVALUATION_SEED_START + count, group):
-        agree = sum(nearer_cube(first + i, spec) == COLOURS[i % 2] for i in range(group))
+        agree = sum(nearer_cube(first + i, spec) == TOUCH[i % 2].target for i in range(group))
         print(f"seeds {first}..{first + group - 1}: the task's cube is the nearer one in {agree}/{group}")
 
 
@@ -81,13 +77,14 @@ def probe(checkpoint: str, scenes: int, spec) -> None:
     try:
         for seed in range(EVALUATION_SEED_START, EVALUATION_SEED_START + scenes):
             chunks = {}
-            for colour, prompt in PROMPTS.items():
-                query = observation(seed, prompt)
-                backend.reset(prompt, query.session_id)
-                chunks[colour] = backend.infer(query).actions
+            for task in TOUCH:
+                query = observation(seed, task.instruction)
+                backend.reset(task.instruction, query.session_id)
+                chunks[task.target] = backend.infer(query).actions
             # the 7 arm joints come first (droid.yaml); both chunks are relative to the same state, so their
             # difference is that of the absolute targets
-            difference = np.abs(chunks["red"][:, :7] - chunks["blue"][:, :7]).max()
+            first, second = (chunks[cube][:, :7] for cube in CUBES)
+            difference = np.abs(first - second).max()
             print(f"seed {seed}: first chunk, red vs blue prompt: largest joint difference {difference:.4f} rad")
     finally:
         backend.close()

@@ -26,28 +26,27 @@ TRAIN=(--init tiny_sim --no-augment --cache-encodings --start-stride 3 --steps 3
        --workers 1 --save-every 100 --val-every 200 --keep-checkpoints 2)
 mkdir -p "$WORK"
 
-collect() {  # collect NAME FIRST_SEED [OPTION...]: 10 episodes per batch, a finished batch is marked done; two
-  # collectors at once (even and odd batches, their own ROS domains): each waits on its render process half the time
-  local name=$1 first=$2; shift 2
+collect() {  # the demonstrations: 10 episodes per batch, a finished batch is marked done; two collectors at once
+  # (even and odd batches, their own ROS domains): each waits on its render process half the time
   for worker in 0 1; do
     (
       export ROS_DOMAIN_ID=$((ROS_DOMAIN_ID + 1 + worker))
-      for ((s = first + 10 * worker; s < first + EPISODES; s += 20)); do
-        out="$WORK/$name/batch_$(printf %04d $s)"
+      for ((s = 10 * worker; s < EPISODES; s += 20)); do
+        out="$WORK/demos/batch_$(printf %04d $s)"
         [ -f "$out/done" ] && continue
         rm -rf "$out"
         nice -n "$NICE" dreamzero collect --episodes 10 --seed-start $s "${TASKS[@]}" -o "$out" --camera-rate 5 \
-          --render-processes 1 --timeout 20 "$@" && touch "$out/done"
+          --render-processes 1 --timeout 20 && touch "$out/done"
       done
     ) &
   done
   wait
-  [ "$(ls "$WORK/$name"/batch_*/done | wc -l)" -eq $((EPISODES / 10)) ]  # every batch done
+  [ "$(ls "$WORK"/demos/batch_*/done | wc -l)" -eq $((EPISODES / 10)) ]  # every batch done
 }
 
-dataset() {  # dataset DEMOS DS
-  [ -f "$WORK/$2/meta/info.json" ] && return
-  nice -n "$NICE" dreamzero dataset "$WORK/$1"/batch_*/episode_*/bag -o "$WORK/$2" --only-success --quiet
+dataset() {
+  [ -f "$WORK/ds/meta/info.json" ] && return
+  nice -n "$NICE" dreamzero dataset "$WORK"/demos/batch_*/episode_*/bag -o "$WORK/ds" --only-success --quiet
 }
 
 train() {  # train RUN [--flash]: resumes a started run
@@ -130,8 +129,8 @@ stages=("$@")
                                     eval-flash eval-long table ship)
 for stage in "${stages[@]}"; do
   case "$stage" in
-    collect) collect demos 0 ;;
-    dataset) dataset demos ds ;;
+    collect) collect ;;
+    dataset) dataset ;;
     train-standard) train run_standard ;;
     train-flash) train_flash ;;
     train-long) train_long ;;
