@@ -299,3 +299,29 @@ def test_an_output_holding_another_run_exits_2_unless_resumed(tiny_run, dataset,
     assert status == 2 and "--resume" in line
     status, line = _exit_line(capsys, [str(dataset), "--output", str(output), "--resume"])
     assert status == 0 and "finished" in line
+
+
+def test_the_text_lr_scale_speeds_up_only_the_dits_text_path(tiny_run, dataset, tmp_path, capsys) -> None:
+    """--text-lr-scale: the text embedding and the cross-attention q/k/v/o and their norms take lr x the scale,
+    every other trained tensor (the image keys and values included) the plain lr; 1 keeps the official two groups."""
+    _, _, base = tiny_run
+    trainer = _trainer(_config(dataset, tmp_path / "scaled", init=str(base), steps=1, text_lr_scale=10.0))
+    # the peak learning rates (the schedule holds the current ones, 0 at the first warm-up step)
+    lr_of = {id(p): group["initial_lr"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    names = {name: lr_of[id(p)] for name, p in trainer.module.named_parameters() if p.requires_grad}
+    text = {name for name in names if ".text_embedding." in name
+            or any(f".cross_attn.{part}." in name for part in ("q", "k", "v", "o", "norm_q", "norm_k"))}
+    assert {"dit.text_embedding.0.weight", "dit.blocks.0.cross_attn.k.weight", "dit.blocks.0.cross_attn.norm_q.weight",
+            "dit.blocks.1.cross_attn.o.bias"} <= text
+    assert {name for name, lr in names.items() if lr == pytest.approx(3e-2)} == text
+    assert {name for name, lr in names.items() if lr == pytest.approx(3e-3)} == set(names) - text
+    assert any("cross_attn.k_img" in name for name in set(names) - text)
+
+    official = _trainer(_config(dataset, tmp_path / "official", init=str(base), steps=1))
+    trained = [(n, p) for n, p in official.module.named_parameters() if p.requires_grad]
+    plain = sum(p.ndim < 2 or n.endswith((".bias", ".b")) for n, p in trained)
+    assert [(len(g["params"]), g["weight_decay"], g["initial_lr"]) for g in official.optimizer.param_groups] == [
+        (len(trained) - plain, 1e-5, 3e-3), (plain, 0.0, 3e-3)]
+
+    status, line = _exit_line(capsys, [str(dataset), "--output", str(tmp_path / "bad"), "--text-lr-scale", "0"])
+    assert status == 2 and "--text-lr-scale" in line

@@ -50,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optimisation.add_argument("--lr", type=float, default=None,
                               help=f"peak learning rate (default: tiny {DEFAULT_LR['tiny']}, "
                                    f"full {DEFAULT_LR['full']}, lora {DEFAULT_LR['lora']})")
+    optimisation.add_argument("--text-lr-scale", type=float, default=defaults.text_lr_scale,
+                              help="learning-rate multiplier for the DiT's text path (text embedding; cross-attention "
+                                   "q, k, v, o and their norms). 1: the official recipe. A tiny model reading a random "
+                                   "frozen text encoder learns the prompt only with more (checkpoints/sim_touch card)")
     optimisation.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio)
     optimisation.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     optimisation.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm)

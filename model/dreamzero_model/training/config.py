@@ -28,7 +28,7 @@ DEFAULT_LR = {"tiny": 1e-3, "full": 1e-5, "lora": 1e-4}  # tiny: measured on the
 RESUME_KEYS = ("dataset", "embodiment", "init", "mode", "base_checkpoint", "steps", "batch_size", "micro_batch",
                "lr", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "max_grad_norm",
                "lora_rank", "flash", "augment", "seed", "val_episodes", "val_samples", "vae_steps", "vae_lr",
-               "gradient_checkpointing", "start_stride")
+               "gradient_checkpointing", "start_stride", "text_lr_scale")
 
 
 class TrainingInputError(ValueError):
@@ -50,6 +50,7 @@ class TrainConfig:
     batch_size: int = 8
     micro_batch: int = 1
     lr: float | None = None
+    text_lr_scale: float = 1.0
     warmup_ratio: float = 0.05
     weight_decay: float = 1e-5
     adam_beta1: float = 0.95
@@ -206,6 +207,8 @@ def prepare(config: TrainConfig, world_size: int = 1) -> RunPlan:
     for name in ("steps", "batch_size", "micro_batch", "save_every", "lora_rank", "val_samples", "start_stride"):
         if getattr(config, name) < 1:
             _fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    if not config.text_lr_scale > 0:
+        _fail(f"--text-lr-scale must be > 0, got {config.text_lr_scale}")
     if config.vae_steps < 0:
         _fail(f"--vae-steps must be >= 0, got {config.vae_steps}")
     if config.cache_encodings and config.augment:
