@@ -82,14 +82,15 @@ def parameter_groups(module: torch.nn.Module, weight_decay: float, lr: float,
     The order is fixed (weights, plain, then text weights, text plain; empty text groups left out), so a scale of
     1 gives the two groups of the official recipe and resumes optimizer states saved before the option existed.
     """
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {key: [] for key in
-                                                                 ((False, False), (True, False), (False, True), (True, True))}
+    order = ((False, False), (True, False), (False, True), (True, True))  # (plain, text)
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {key: [] for key in order}
     for name, parameter in module.named_parameters():
         if parameter.requires_grad:
             plain = parameter.ndim < 2 or name.endswith((".bias", ".b"))
             text = text_lr_scale != 1.0 and TEXT_PATH.search(name) is not None
             groups[plain, text].append(parameter)
-    return [{"params": params, "weight_decay": 0.0 if plain else weight_decay, "lr": lr * (text_lr_scale if text else 1.0)}
+    return [{"params": params, "weight_decay": 0.0 if plain else weight_decay,
+             "lr": lr * (text_lr_scale if text else 1.0)}
             for (plain, text), params in groups.items() if params or not text]
 
 
