@@ -11,7 +11,7 @@ prompt and goes to the nearer cube scores far from half of its precision.
 ``--probe``: the first chunk of a checkpoint (local backend, standard sampler) at the first query of N scenes
 (evaluation seeds from 1,000,000 on, or from ``--probe-seed``: 0 probes training scenes), once with each prompt:
 the largest joint difference between the two chunks, and the red-minus-blue difference of the chunks' last arm
-targets against the scripted demonstrator's (its plans for the two tasks at the same instant): their length ratio
+targets against the scripted demonstrator's (its plans for the two tasks at that step's instant): their length ratio
 and cosine. A model that reads the instruction moves toward different cubes (ratio near 1, cosine near 1); one that
 does not gives nearly the same chunk (ratio near 0, cosine at random).
 """
@@ -79,7 +79,7 @@ def probe(checkpoint: str, scenes: int, first_seed: int, spec) -> None:
     from golden import observation  # scripts/sim_touch/golden.py: the first query of an evaluation episode
 
     backend, limits = LocalBackend(spec, checkpoint, decode_video=False), demonstration_limits("")
-    chunk_s = 24 / 15  # a DROID chunk: 24 actions at 15 Hz
+    last_step_s = (spec.timing.horizon - 1) * spec.timing.dt  # step k of a chunk commands t_obs + k dt
     ratios = []
     try:
         for seed in range(first_seed, first_seed + scenes):
@@ -91,7 +91,7 @@ def probe(checkpoint: str, scenes: int, first_seed: int, spec) -> None:
                 world = DroidWorld(seed, spec=spec)
                 try:
                     world.reset(READY_Q)
-                    plans[task.target] = plan_from_initial_scene(world, task, limits).at(chunk_s)[0]
+                    plans[task.target] = plan_from_initial_scene(world, task, limits).at(last_step_s)[0]
                 finally:
                     world.close()
             # the 7 arm joints come first (droid.yaml); both chunks are relative to the same state, so their
