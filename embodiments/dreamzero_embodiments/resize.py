@@ -39,22 +39,25 @@ nonnegative terms with weights summing to 1, each made with at most ``K_w + K_h 
 the values of a camera image with sensor noise, more on flat or smooth areas, whose values are often
 exactly k / 255) are recomputed exactly, one by one, with the reference's rounding (:func:`_exact_values`).
 A frame where more than ``_FALLBACK_FRACTION`` of the values need that is resized by the exact path
-instead, which is then cheaper. Work arrays are made once per batch of frames and reused, the sparse
-products write into them (:func:`_product`): fresh frame-sized arrays cost page faults, which on a VM cost
-more than the arithmetic. Timing: bench/host_bench.py, bench/RESULTS.md.
+instead, which is then cheaper. Each thread keeps its work arrays per size pair between calls
+(:func:`_resizer`) and the sparse products write into them (:func:`_product`): fresh frame-sized arrays cost
+page faults, which on a VM cost more than the arithmetic. The results are written straight into the caller's
+array, which may be a mosaic's cells. Timing: bench/host_bench.py, bench/RESULTS.md.
 
 Why not dense matrix products: each output has a band of 2 to 7 taps, so a dense ``H_out x H_in``
 product does about 100 times the work, and BLAS sums in its own order with its own fusing, which moves
 the truncated grey level on some values (the margin above would catch that, but at that cost).
 
-Pure: arrays in, arrays out; numpy and scipy only (never torch or ROS). The only state is the bounded
-caches of read-only weight tables and sparse matrices.
+Pure: arrays in, arrays out; numpy, scipy and OpenCV only (never torch or ROS). The only state is the
+bounded caches of read-only weight tables and sparse matrices, and each thread's work arrays.
 
 Dimensions: T frames, H x W input pixels, h x w output pixels, 3 RGB channels, K taps.
 """
 from __future__ import annotations
 
+import collections
 import functools
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -357,20 +360,75 @@ class _Approximation:
         return self.result
 
 
-def _near_integer(approx: np.ndarray, truncated: np.ndarray, margin: np.float32, distance: np.ndarray,
-                  near: np.ndarray) -> np.ndarray:
-    """Flat positions of ``approx`` within ``margin`` of an integer; ``truncated`` is its uint8 cast.
+class _Resizer:
+    """The fast path from (H, W) to (h, w): approximate, truncate, recount near an integer (module docstring).
 
-    ``distance``, ``near``: work arrays shaped like ``approx``.
+    Owns every frame-sized work array, so a resizer kept between calls (:func:`_resizer`) makes no new
+    frame-sized array and costs no page faults.
     """
-    np.subtract(approx, truncated, out=distance)  # the fraction, in [0, 1)
-    far = cv2.inRange(distance, float(margin), float(np.float32(1) - margin))  # 255 where farther; one SIMD pass
-    np.equal(far, 0, out=near)
-    return np.flatnonzero(near)
+
+    def __init__(self, size_in: tuple[int, int], size_out: tuple[int, int]) -> None:
+        self.size_out = size_out
+        self.approximate = _Approximation(size_in, size_out)
+        self.margin = _margin(size_in, size_out)
+        self.shifted = np.empty_like(self.approximate.result)
+        self.upper = np.empty(self.shifted.shape, np.uint8)
+        self.spread = np.empty(self.shifted.shape, np.uint8)
+
+    def _truncate(self, approx: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+        """Write trunc(approx - margin) into ``truncated``; return the flat positions whose truncation
+        trunc(approx + margin) differs: the values within the margin of an integer.
+
+        Elsewhere both truncations agree, and so does the reference's (its value lies within half the margin
+        of ``approx``; the float32 shifts move by at most 2^-17 grey levels, far less than the other half).
+        Both shifted values lie in (-1, 256), where the uint8 cast truncates; they differ by 0 or 1, so
+        their difference is a valid boolean array.
+        """
+        np.subtract(approx, self.margin, out=self.shifted)
+        np.copyto(truncated, self.shifted, casting="unsafe")
+        np.add(approx, self.margin, out=self.shifted)
+        np.copyto(self.upper, self.shifted, casting="unsafe")
+        np.subtract(self.upper, truncated, out=self.spread)
+        return np.flatnonzero(self.spread.view(bool))
+
+    def __call__(self, frames: np.ndarray, out: np.ndarray) -> None:
+        """uint8[T, H, W, 3] ``frames`` into uint8[T, h, w, 3] ``out`` (rows of pixels contiguous)."""
+        out_h, out_w = self.size_out
+        found = []
+        for t, frame in enumerate(frames):
+            approx = self.approximate(frame)
+            positions = self._truncate(approx, out[t].reshape(approx.shape))
+            if positions.size > _FALLBACK_FRACTION * approx.size:
+                _exact_frames(frames[t:t + 1], out[t:t + 1])
+            else:
+                found.append(positions + t * approx.size)
+        if found:
+            positions = np.concatenate(found)
+            frame, rest = np.divmod(positions, out_h * out_w * 3)
+            row, rest = np.divmod(rest, out_w * 3)
+            column, channel = np.divmod(rest, 3)
+            out[frame, row, column, channel] = _exact_values(frames, self.size_out, frame, row, column, channel)
+
+
+_RESIZERS = threading.local()  # per thread: (size_in, size_out) -> _Resizer; its work arrays are not shareable
+
+
+def _resizer(size_in: tuple[int, int], size_out: tuple[int, int]) -> _Resizer:
+    """This thread's resizer for the sizes, kept for the next call (the least recently used beyond _CACHE_SIZE
+    is dropped)."""
+    cache = _RESIZERS.__dict__.setdefault("cache", collections.OrderedDict())
+    key = (tuple(size_in), tuple(size_out))
+    if key in cache:
+        cache.move_to_end(key)
+    else:
+        cache[key] = _Resizer(*key)
+        if len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+    return cache[key]
 
 
 def _resize_frames(frames: np.ndarray, out: np.ndarray) -> None:
-    """The reference resize of uint8[T, H, W, 3] frames into C-contiguous uint8[T, h, w, 3] ``out``, fast.
+    """The reference resize of uint8[T, H, W, 3] frames into uint8[T, h, w, 3] ``out``, fast.
 
     Approximate, truncate, recompute exactly the values near an integer (module docstring).
     """
@@ -378,26 +436,7 @@ def _resize_frames(frames: np.ndarray, out: np.ndarray) -> None:
     if size_in == size_out:  # both passes skipped: k / 255 * 255 gives k back
         np.copyto(out, frames)
         return
-    approximate = _Approximation(size_in, size_out)
-    margin = _margin(size_in, size_out)
-    distance = np.empty_like(approximate.result)
-    near = np.empty(distance.shape, bool)
-    values_per_frame = near.size
-    found = []
-    for t, frame in enumerate(frames):
-        approx, truncated = approximate(frame), out[t].reshape(approximate.result.shape)
-        np.copyto(truncated, approx, casting="unsafe")  # VideoToNumpy's truncation
-        positions = _near_integer(approx, truncated, margin, distance, near)
-        if positions.size > _FALLBACK_FRACTION * values_per_frame:
-            _exact_frames(frames[t:t + 1], out[t:t + 1])
-        else:
-            found.append(positions + t * values_per_frame)
-    if found:
-        positions = np.concatenate(found)
-        frame, rest = np.divmod(positions, values_per_frame)
-        row, rest = np.divmod(rest, size_out[1] * 3)
-        column, channel = np.divmod(rest, 3)
-        out.reshape(-1)[positions] = _exact_values(frames, size_out, frame, row, column, channel)
+    _resizer(size_in, size_out)(frames, out)
 
 
 def resize_frames_into(frames: np.ndarray, out: np.ndarray) -> None:
@@ -405,15 +444,16 @@ def resize_frames_into(frames: np.ndarray, out: np.ndarray) -> None:
 
     Args:
         frames: uint8[T, H, W, 3] RGB, any strides (a crop view is fine).
-        out: C-contiguous uint8[T, h, w, 3].
+        out: uint8[T, h, w, 3] whose rows of pixels are contiguous (strides (.., .., 3, 1)): a C-contiguous
+            array, or a cell of a larger image such as a mosaic's.
 
     Raises:
-        ValueError: ``out`` is not C-contiguous uint8[T, h, w, 3] for the T of ``frames``.
+        ValueError: ``out`` is not uint8[T, h, w, 3] for the T of ``frames`` with contiguous rows.
     """
     if (out.dtype != np.uint8 or out.ndim != 4 or out.shape[0] != frames.shape[0] or out.shape[3] != 3
-            or not out.flags.c_contiguous):
-        raise ValueError(f"resize_frames_into: out must be C-contiguous uint8[{frames.shape[0]}, h, w, 3], got "
-                         f"{out.dtype}{list(out.shape)} (C-contiguous: {out.flags.c_contiguous})")
+            or out.strides[2:] != (3, 1)):
+        raise ValueError(f"resize_frames_into: out must be uint8[{frames.shape[0]}, h, w, 3] with contiguous rows of "
+                         f"pixels, got {out.dtype}{list(out.shape)} (strides {out.strides})")
     _resize_frames(frames, out)
 
 

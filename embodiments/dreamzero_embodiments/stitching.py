@@ -99,15 +99,14 @@ def prepare_view(image: np.ndarray, checkpoint_resolution: tuple[int, int], crop
 
 
 def _prepare_frames(frames: np.ndarray, checkpoint_resolution: tuple[int, int], crop_scale: float,
-                    view_size: tuple[int, int]) -> np.ndarray:
-    """:func:`prepare_view` of each of uint8[T, H, W, 3] ``frames``: uint8[T, h, w, 3]."""
+                    out: np.ndarray) -> None:
+    """:func:`prepare_view` of each of uint8[T, H, W, 3] ``frames`` into uint8[T, h, w, 3] ``out``, which may be
+    a mosaic's cells (rows of pixels contiguous)."""
     if frames.shape[1:3] != tuple(checkpoint_resolution):
         resized = np.empty((frames.shape[0], *checkpoint_resolution, 3), np.uint8)
         resize_frames_into(frames, resized)
         frames = resized
-    views = np.empty((frames.shape[0], *view_size, 3), np.uint8)
-    resize_frames_into(center_crop(frames, crop_scale), views)
-    return views
+    resize_frames_into(center_crop(frames, crop_scale), out)
 
 
 def _check_views(names: set[str], spec: EmbodimentSpec, where: str) -> None:
@@ -162,8 +161,8 @@ def stitch_frames(frames: Mapping[str, np.ndarray], spec: EmbodimentSpec) -> np.
     """Camera frames -> model mosaics: per time step, prepare every view and stitch (the hot path).
 
     Each camera's frames are resized to its checkpoint resolution if they have another size, centre
-    cropped and resized to ``image.view_size`` together (the work arrays of the resize serve all T),
-    then placed in their mosaic cells; the result equals :func:`prepare_view` then :func:`stitch` per
+    cropped and resized to ``image.view_size`` together, straight into their mosaic cells (a widened
+    cell goes through a view first); the result equals :func:`prepare_view` then :func:`stitch` per
     time step.
 
     Args:
@@ -189,10 +188,18 @@ def stitch_frames(frames: Mapping[str, np.ndarray], spec: EmbodimentSpec) -> np.
     h, w = spec.image.view_size
     if len(spec.cameras) == 1:
         key = spec.cameras[0].key
-        return _prepare_frames(frames[key], spec.camera(key).resolution, spec.image.crop_scale, (h, w))
+        views = np.empty((count, h, w, 3), np.uint8)
+        _prepare_frames(frames[key], spec.camera(key).resolution, spec.image.crop_scale, views)
+        return views
     mosaic = np.zeros((count, 2 * h, 2 * w, 3), dtype=np.uint8)
     for cell in spec.image.mosaic:
-        views = _prepare_frames(frames[cell.view], spec.camera(cell.view).resolution, spec.image.crop_scale, (h, w))
+        resolution = spec.camera(cell.view).resolution
+        if cell.cols == 1:  # resized straight into the mosaic's cells
+            _prepare_frames(frames[cell.view], resolution, spec.image.crop_scale,
+                            mosaic[:, cell.row * h:(cell.row + 1) * h, cell.col * w:(cell.col + 1) * w])
+            continue
+        views = np.empty((count, h, w, 3), np.uint8)
+        _prepare_frames(frames[cell.view], resolution, spec.image.crop_scale, views)
         for t in range(count):
             _place(mosaic[t], cell.row, cell.col, cell.cols, views[t])
     return mosaic

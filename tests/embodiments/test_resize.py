@@ -147,5 +147,34 @@ def test_resize_frames_into_refuses_an_output_it_cannot_fill() -> None:
     frames = np.zeros((2, 20, 30, 3), np.uint8)
     for out in (np.zeros((2, 10, 16, 3), np.float32), np.zeros((1, 10, 16, 3), np.uint8),
                 np.zeros((2, 10, 32, 3), np.uint8)[:, :, ::2]):
-        with pytest.raises(ValueError, match="C-contiguous uint8"):
+        with pytest.raises(ValueError, match="contiguous rows"):
             resize.resize_frames_into(frames, out)
+
+
+def test_frames_resized_into_a_mosaics_cells_equal_the_reference_and_leave_the_rest_untouched() -> None:
+    # stitch_frames writes each view straight into its mosaic cell: a strided output, with the recounted
+    # values (camera-like frames) and the whole-frame exact path (a flat frame) both written there.
+    frames = np.stack([camera_like(171, 304, seed=1), camera_like(171, 304, seed=2), images(171, 304, seed=3)[3]])
+    mosaic = np.full((3, 2 * VIEW[0], 2 * VIEW[1], 3), 7, np.uint8)
+    resize.resize_frames_into(frames, mosaic[:, VIEW[0]:, :VIEW[1]])
+    np.testing.assert_array_equal(mosaic[:, VIEW[0]:, :VIEW[1]], reference(frames, VIEW))
+    assert (mosaic[:, :VIEW[0]] == 7).all() and (mosaic[:, VIEW[0]:, VIEW[1]:] == 7).all()
+
+
+def test_threads_resizing_at_once_keep_their_own_work_arrays() -> None:
+    # Each thread keeps its own work arrays between calls: two threads resizing different frames of the same
+    # sizes at the same time each get the reference's values.
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [np.stack([camera_like(171, 304, seed=10 * k + i) for i in range(4)]) for k in range(4)]
+
+    def run(frames: np.ndarray) -> np.ndarray:
+        out = np.empty((len(frames), *VIEW, 3), np.uint8)
+        for _ in range(3):
+            resize.resize_frames_into(frames, out)
+        return out
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, batches))
+    for frames, out in zip(batches, results):
+        np.testing.assert_array_equal(out, reference(frames, VIEW))
