@@ -305,10 +305,22 @@ def _accumulate(values: np.ndarray, weights: np.ndarray, count: np.ndarray) -> n
     acc = values[..., 0] * weights[..., 0]
     for tap in range(1, values.shape[-1]):
         value, weight = values[..., tap], weights[..., tap]
-        rounded = acc + value * weight
         fused = (acc.astype(np.float64) + value.astype(np.float64) * weight.astype(np.float64)).astype(np.float32)
-        acc = np.where(tap < rounded_until, rounded, fused)
+        rounding = tap < rounded_until
+        acc = np.where(rounding, acc + value * weight, fused) if rounding.any() else fused
     return acc
+
+
+def _gather(frames: np.ndarray, frame: np.ndarray, rows: np.ndarray, columns: np.ndarray,
+            channel: np.ndarray) -> np.ndarray:
+    """``frames[frame, rows, columns, channel]`` (index arrays broadcast together) for uint8[T, H, W, 3] with
+    any strides, e.g. a crop view: one ``take`` at byte offsets into the memory the array spans, several
+    times faster than numpy's indexing with four index arrays."""
+    if min(frames.strides) < 0:
+        frames = np.ascontiguousarray(frames)
+    offsets = sum(index * stride for index, stride in zip((frame, rows, columns, channel), frames.strides))
+    span = 1 + sum((n - 1) * stride for n, stride in zip(frames.shape, frames.strides))
+    return np.lib.stride_tricks.as_strided(frames, shape=(span,), strides=(1,)).take(offsets)
 
 
 def _exact_values(frames: np.ndarray, size: tuple[int, int], frame: np.ndarray, row: np.ndarray,
@@ -322,7 +334,7 @@ def _exact_values(frames: np.ndarray, size: tuple[int, int], frame: np.ndarray, 
     vertical, horizontal = _axis_taps(height, size[0]), _axis_taps(width, size[1])
     rows = np.minimum(vertical.first[row][:, None] + np.arange(vertical.weights.shape[1]), height - 1)
     columns = np.minimum(horizontal.first[column][:, None] + np.arange(horizontal.weights.shape[1]), width - 1)
-    values = np.divide(frames[frame[:, None, None], rows[:, :, None], columns[:, None, :], channel[:, None, None]],
+    values = np.divide(_gather(frames, frame[:, None, None], rows[:, :, None], columns[:, None, :], channel[:, None, None]),
                        np.float32(255), dtype=np.float32)
     between = _accumulate(values, horizontal.weights[column][:, None, :], horizontal.count[column][:, None])
     result = _accumulate(between, vertical.weights[row], vertical.count[row])

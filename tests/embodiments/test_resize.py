@@ -178,3 +178,12 @@ def test_threads_resizing_at_once_keep_their_own_work_arrays() -> None:
         results = list(pool.map(run, batches))
     for frames, out in zip(batches, results):
         np.testing.assert_array_equal(out, reference(frames, VIEW))
+
+
+@pytest.mark.parametrize("view", [lambda f: f[:, 3:-5, 7:-2], lambda f: f[:, ::-1, ::2], lambda f: f[::-1, :, :, ::-1]])
+def test_frames_of_any_strides_give_the_reference(view) -> None:
+    # The recount gathers its inputs at byte offsets into the frames' memory: crops, steps and flips alike.
+    frames = view(np.stack([camera_like(190, 330, seed=s) for s in range(2)]))
+    out = np.empty((2, *VIEW, 3), np.uint8)
+    resize.resize_frames_into(frames, out)
+    np.testing.assert_array_equal(out, reference(np.ascontiguousarray(frames), VIEW))
