@@ -18,6 +18,10 @@ STAMPS := $(VENV)/.stamps
 PIP := pip_quiet() { $(BIN)/python -m pip --disable-pip-version-check --quiet "$$@" 2>&1 \
 	| { grep -v "^WARNING: Location 'file:///opt/" || true; }; }; pip_quiet
 PYTEST_ARGS ?=
+# Two pytest-xdist worker processes, each test file whole in one worker (its module fixtures built once):
+# about 8 instead of 13 minutes on the 2-core CI machine. Each worker holds its own ROS_DOMAIN_ID
+# (tests/conftest.py). PYTEST_WORKERS= runs everything in one process, in file order.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 # Everything that goes into the installed project: a change to any of it reinstalls the project.
 PROJECT_INPUTS := setup.py setup.cfg package.xml resource/dreamzero_policy \
@@ -73,7 +77,7 @@ demo: setup
 	$(RUN_ENV) $(BIN)/dreamzero demo
 
 test: setup
-	$(RUN_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	$(RUN_ENV) $(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dreamzero_policy.egg-info .pytest_cache

@@ -182,13 +182,16 @@ def decode_compressed_image(format: str, data: ImageData, max_pixels: int | None
     flat = _as_bytes_view(data, f"CompressedImage ({format})")
     if max_pixels is not None:
         _check_size(*compressed_image_size(flat), max_pixels, f"CompressedImage ({format})")
+    # IMREAD_COLOR gives the stored order; IMREAD_COLOR_RGB swaps it while decoding (the same values as a
+    # cvtColor afterwards, without that extra pass over the image)
+    flag = cv2.IMREAD_COLOR if stored_as_rgb else cv2.IMREAD_COLOR_RGB
     try:
-        decoded = cv2.imdecode(flat, cv2.IMREAD_COLOR) if flat.size else None  # H, W, 3 in stored order
+        decoded = cv2.imdecode(flat, flag) if flat.size else None  # H, W, 3 RGB
     except cv2.error:  # some corrupt streams raise instead of returning None
         decoded = None
     if decoded is None:
         raise ValueError(f"CompressedImage format {format!r}: cannot decode {flat.size} bytes as {codec}")
-    return decoded if stored_as_rgb else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    return decoded
 
 
 def _check_rgb(rgb: np.ndarray, where: str) -> None:
