@@ -173,3 +173,32 @@ def test_import_prints_nothing() -> None:
     result = subprocess.run([sys.executable, "-c", "import dreamzero_embodiments.sim.droid_world"],
                             capture_output=True, text=True, env=env, timeout=60, check=True)
     assert (result.stdout, result.stderr) == ("", "")
+
+
+def test_the_robots_own_arm_limits_stop_a_pushed_joint_where_its_readings_are_checked() -> None:
+    # sim_droid gives the world urdf/droid.urdf.xacro's arm limits: a wrist pushed hard (as by a hand pressed
+    # on the table) stops at the URDF's 3.7525 rad instead of panda.urdf's 3.8223, past which the policy node
+    # and the adapter refuse every reading.
+    import pybullet as p
+
+    lower = [-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973]
+    upper = [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973]
+    highest = {}
+    for limits in (None, (lower, upper)):
+        world = DroidWorld(seed=0, arm_limits=limits)
+        start = READY_Q.copy()
+        start[5] = 3.70
+        world.reset(start)
+        world.set_targets(start)
+        readings = []
+        for _ in range(240):  # 1 s of physics steps, each with the push
+            p.applyExternalTorque(world._robot, int(world._joints[5]), (0, 60, 0), p.LINK_FRAME,
+                                  physicsClientId=world._client)
+            world.step(world.physics_dt_s)
+            readings.append(world.joint_positions()[1][5])
+        highest[limits is not None] = max(readings)
+        world.close()
+    assert highest[False] > 3.80  # panda.urdf's limit lets the push through
+    assert highest[True] < 3.7525 + 0.01  # well within the policy node's range tolerance (0.0377 rad)
+    with pytest.raises(ValueError, match="arm_limits"):
+        DroidWorld(seed=0, arm_limits=(upper, lower))

@@ -27,9 +27,13 @@ simulated Panda has a parallel gripper instead: two prismatic fingers, each 0.04
 
 so a gripper closed on a 5 cm cube reads about 0.30 rad, not 0.81.
 
-Limits: targets are clipped to the position limits of pybullet_data's ``panda.urdf`` (they differ a
-little from ``urdf/droid.urdf.xacro``; the adapter and the mux enforce the robot's own limits
-upstream). Motors use the URDF's effort limits as their maximum forces.
+Limits: targets are clipped to the arm's position limits, and the same limits stop the joints
+mechanically (pybullet's joint-limit constraint), so a joint pushed by contact never reads beyond them.
+They are pybullet_data's ``panda.urdf`` limits unless ``arm_limits`` gives the robot's own: ``sim_droid``
+passes those of ``urdf/droid.urdf.xacro`` (narrower by up to 0.07 rad), so the simulated arm stays inside
+the range that the policy node and the adapter check its readings against; with panda.urdf's, a hand
+pressed on the table pushed joint 6 to 3.822 rad, beyond the URDF's 3.7525, and every reading after that
+was refused. Motors use the URDF's effort limits as their maximum forces.
 
 Rendering cost (measured on the 2-core development machine, pybullet 3.2.7): TinyRenderer takes
 40-60 ms per 320x180 camera and holds the GIL for the whole call, so a process that renders stalls all
@@ -177,13 +181,20 @@ class DroidWorld:
             must be the same for all cameras (DROID: 180 x 320).
         physics_dt_s: fixed physics time step.
         spec: the embodiment; default ``load_embodiment("droid")``.
+        arm_limits: (lower, upper) position limits of the 7 arm joints, rad, in ``joint_names`` order: the
+            robot's own (its URDF's). They replace panda.urdf's as the joints' mechanical limits (pybullet's
+            joint-limit constraint: a push, e.g. the hand pressed on the table, stops there) and as the clip
+            of the targets. Default: panda.urdf's.
 
     Raises:
-        ValueError: the spec's names or camera keys do not match this scene.
+        ValueError: the spec's names or camera keys do not match this scene, or ``arm_limits`` is not two
+            sequences of 7 finite values with lower <= upper.
     """
 
     def __init__(self, seed: int, camera_size: tuple[int, int] | None = None, physics_dt_s: float = PHYSICS_DT_S,
-                 spec: EmbodimentSpec | None = None) -> None:
+                 spec: EmbodimentSpec | None = None,
+                 arm_limits: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
+        self._arm_limits = None if arm_limits is None else self._checked_limits(arm_limits)
         self.spec = spec if spec is not None else load_embodiment("droid")
         self.seed = int(seed)
         self.physics_dt_s = float(physics_dt_s)
@@ -198,6 +209,14 @@ class DroidWorld:
             raise
 
     # ---------------------------------------------------------------- construction
+    @staticmethod
+    def _checked_limits(arm_limits: tuple[Sequence[float], Sequence[float]]) -> np.ndarray:
+        limits = np.asarray(arm_limits, dtype=np.float64)
+        if limits.shape != (2, 7) or not np.all(np.isfinite(limits)) or np.any(limits[0] > limits[1]):
+            raise ValueError(f"arm_limits must be (lower, upper), 7 finite values each with lower <= upper (rad), "
+                             f"got {np.asarray(arm_limits).tolist()}")
+        return limits
+
     @staticmethod
     def _yaml_camera_size(spec: EmbodimentSpec) -> tuple[int, int]:
         sizes = {tuple(c.resolution) for c in spec.cameras}
@@ -247,6 +266,11 @@ class DroidWorld:
         self.lower = np.array([d[8] for d in details])  # float64[9], rad (arm) and m (fingers)
         self.upper = np.array([d[9] for d in details])
         self._max_force = np.array([d[10] for d in details])
+        if self._arm_limits is not None:
+            self.lower[:7], self.upper[:7] = self._arm_limits
+            for joint, lower, upper in zip(self._joints[:7], *self._arm_limits):
+                p.changeDynamics(self._robot, int(joint), jointLowerLimit=float(lower), jointUpperLimit=float(upper),
+                                 physicsClientId=cid)
         self._finger_open_m = float(self.upper[7])
         self._objects = self._place_objects(np.random.default_rng(self.seed))
         self._initial_poses = self._object_poses()
