@@ -7,7 +7,8 @@ controller group's ``command_topic`` (``arm_controller/commands``: 7 positions i
 state names), one ``sensor_msgs/Image`` (rgb8, frame_id = camera key) per camera topic, and, with
 ``use_sim_clock``, ``rosgraph_msgs/Clock`` on ``clock``. Parameters: :data:`dreamzero_policy.params.SIM_DROID_PARAMS`. The
 world itself (pybullet scene, gripper mapping, cameras) is ``dreamzero_embodiments.sim.droid_world``; its arm
-joints stop at ``urdf/droid.urdf.xacro``'s position limits, the ones the policy node and the adapter check.
+joints stop at ``urdf/droid.urdf.xacro``'s position limits and its gripper moves within the URDF's velocity limit:
+the bounds the policy node and the adapter check its readings against.
 
 Timing. A physics tick at ``joint_state_rate_hz`` steps the world by the physics steps due (fixed
 step 1/``physics_rate_hz``) and publishes the joint state. With ``use_sim_clock`` false the sim
@@ -123,8 +124,10 @@ class SimDroid(Node):
         spec = self._spec = load_embodiment(EMBODIMENT)
         urdf = load_joint_limits(share_dir() / "urdf" / spec.robot_description, {})
         arm = [urdf[name] for name in next(k for k in spec.state if k.key == "joint_position").names]
+        (gripper,) = next(k for k in spec.state if k.key == "gripper_position").names
         world = self._world = DroidWorld(settings.seed, physics_dt_s=1.0 / settings.physics_rate_hz, spec=spec,
-                                         arm_limits=([j.lower for j in arm], [j.upper for j in arm]))
+                                         arm_limits=([j.lower for j in arm], [j.upper for j in arm]),
+                                         gripper_max_velocity=urdf[gripper].velocity)
         if len(settings.start_offset_rad) != 7:
             raise ValueError(f"start_offset_rad must hold 7 joint offsets (rad), got {list(settings.start_offset_rad)}")
         if any(settings.start_offset_rad):

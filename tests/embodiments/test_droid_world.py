@@ -202,3 +202,26 @@ def test_the_robots_own_arm_limits_stop_a_pushed_joint_where_its_readings_are_ch
     assert highest[True] < 3.7525 + 0.01  # well within the policy node's range tolerance (0.0377 rad)
     with pytest.raises(ValueError, match="arm_limits"):
         DroidWorld(seed=0, arm_limits=(upper, lower))
+
+
+def test_the_gripper_closes_within_the_urdf_velocity_when_given_it() -> None:
+    # panda.urdf's fingers snap shut at about 19 rad/s in gripper units; the 2F-85's URDF allows 2.0 rad/s,
+    # and the policy node refuses a reading that moved faster. sim_droid passes that limit.
+    fastest = {}
+    for limit in (None, 2.0):
+        world = DroidWorld(seed=0, gripper_max_velocity=limit)
+        world.set_targets(READY_Q, 0.0)
+        world.step(0.5)
+        world.set_targets(None, CLOSED_RAD)
+        previous, speeds = world.joint_positions()[1][7], []
+        for _ in range(90):  # 1 s, read every 1/90 s
+            world.step(1 / 90)
+            reading = world.joint_positions()[1][7]
+            speeds.append(abs(reading - previous) * 90)
+            previous = reading
+        fastest[limit] = max(speeds)
+        assert previous == pytest.approx(CLOSED_RAD, abs=0.01)  # closed all the same (no cube in the way)
+        world.close()
+    assert fastest[None] > 5.0 and fastest[2.0] <= 2.0
+    with pytest.raises(ValueError, match="gripper_max_velocity"):
+        DroidWorld(seed=0, gripper_max_velocity=0.0)
