@@ -334,8 +334,8 @@ def _exact_values(frames: np.ndarray, size: tuple[int, int], frame: np.ndarray, 
     vertical, horizontal = _axis_taps(height, size[0]), _axis_taps(width, size[1])
     rows = np.minimum(vertical.first[row][:, None] + np.arange(vertical.weights.shape[1]), height - 1)
     columns = np.minimum(horizontal.first[column][:, None] + np.arange(horizontal.weights.shape[1]), width - 1)
-    values = np.divide(_gather(frames, frame[:, None, None], rows[:, :, None], columns[:, None, :], channel[:, None, None]),
-                       np.float32(255), dtype=np.float32)
+    gathered = _gather(frames, frame[:, None, None], rows[:, :, None], columns[:, None, :], channel[:, None, None])
+    values = np.divide(gathered, np.float32(255), dtype=np.float32)
     between = _accumulate(values, horizontal.weights[column][:, None, :], horizontal.count[column][:, None])
     result = _accumulate(between, vertical.weights[row], vertical.count[row])
     return (result * np.float32(255)).astype(np.uint8)
@@ -423,18 +423,19 @@ class _Resizer:
 
 
 _RESIZERS = threading.local()  # per thread: (size_in, size_out) -> _Resizer; its work arrays are not shareable
+_RESIZERS_KEPT = 8  # per thread: a deployment resizes a handful of size pairs; one holds up to ~10 MB (AgiBot)
 
 
 def _resizer(size_in: tuple[int, int], size_out: tuple[int, int]) -> _Resizer:
-    """This thread's resizer for the sizes, kept for the next call (the least recently used beyond _CACHE_SIZE
-    is dropped)."""
+    """This thread's resizer for the sizes, kept for the next call (the least recently used beyond
+    ``_RESIZERS_KEPT`` is dropped)."""
     cache = _RESIZERS.__dict__.setdefault("cache", collections.OrderedDict())
     key = (tuple(size_in), tuple(size_out))
     if key in cache:
         cache.move_to_end(key)
     else:
         cache[key] = _Resizer(*key)
-        if len(cache) > _CACHE_SIZE:
+        if len(cache) > _RESIZERS_KEPT:
             cache.popitem(last=False)
     return cache[key]
 

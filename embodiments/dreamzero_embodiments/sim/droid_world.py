@@ -190,7 +190,8 @@ class DroidWorld:
             of the targets. Default: panda.urdf's.
         gripper_max_velocity: the robot's gripper velocity limit, rad/s in ROS units (the URDF's, 2.0 for the
             2F-85): the fingers move at most this fast (mapped to m/s by the gripper mapping of the module
-            docstring; :data:`GRIPPER_VELOCITY_FRACTION` of it), as the real gripper does. Default: as fast as their motors push them (panda.urdf).
+            docstring; :data:`GRIPPER_VELOCITY_FRACTION` of it), as the real gripper does. Default: as fast
+            as their motors push them (panda.urdf).
 
     Raises:
         ValueError: the spec's names or camera keys do not match this scene, ``arm_limits`` is not two
