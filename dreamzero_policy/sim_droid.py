@@ -7,8 +7,9 @@ controller group's ``command_topic`` (``arm_controller/commands``: 7 positions i
 state names), one ``sensor_msgs/Image`` (rgb8, frame_id = camera key) per camera topic, and, with
 ``use_sim_clock``, ``rosgraph_msgs/Clock`` on ``clock``. Parameters: :data:`dreamzero_policy.params.SIM_DROID_PARAMS`. The
 world itself (pybullet scene, gripper mapping, cameras) is ``dreamzero_embodiments.sim.droid_world``; its arm
-joints stop at ``urdf/droid.urdf.xacro``'s position limits and its gripper moves within the URDF's velocity limit:
-the bounds the policy node and the adapter check its readings against.
+joints stop at ``urdf/droid.urdf.xacro``'s position limits and its gripper moves within the URDF's velocity limit
+(``robot_limits`` with the default robot parameters): the bounds the policy node and the adapter check its
+readings against.
 
 Timing. A physics tick at ``joint_state_rate_hz`` steps the world by the physics steps due (fixed
 step 1/``physics_rate_hz``) and publishes the joint state. With ``use_sim_clock`` false the sim
@@ -55,13 +56,12 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from dreamzero_embodiments.robot_description import load_joint_limits
 from dreamzero_embodiments.sim.droid_world import READY_Q, DroidWorld, RenderProcess, WorldState
 from dreamzero_embodiments.spec import ControllerGroup, EmbodimentSpec, load_embodiment
 from dreamzero_policy.conversions import ns_to_stamp, rgb_to_image
 from dreamzero_policy.lifecycle import spin_node
-from dreamzero_policy.params import SIM_DROID_PARAMS, declare, read
-from dreamzero_policy.paths import share_dir
+from dreamzero_policy.params import LIMIT_PARAMS, SIM_DROID_PARAMS, declare, read
+from dreamzero_policy.robot_limits import LimitSettings, robot_limits
 from dreamzero_policy.qos import camera_qos, reliable_qos
 
 EMBODIMENT = "droid"
@@ -122,12 +122,9 @@ class SimDroid(Node):
         if settings.lockstep_cameras and not settings.use_sim_clock:
             raise ValueError("lockstep_cameras needs use_sim_clock: only a simulated clock can wait for the frames")
         spec = self._spec = load_embodiment(EMBODIMENT)
-        urdf = load_joint_limits(share_dir() / "urdf" / spec.robot_description, {})
-        arm = [urdf[name] for name in next(k for k in spec.state if k.key == "joint_position").names]
-        (gripper,) = next(k for k in spec.state if k.key == "gripper_position").names
+        limits = robot_limits(spec, LimitSettings.from_values({p.name: p.default for p in LIMIT_PARAMS}))
         world = self._world = DroidWorld(settings.seed, physics_dt_s=1.0 / settings.physics_rate_hz, spec=spec,
-                                         arm_limits=([j.lower for j in arm], [j.upper for j in arm]),
-                                         gripper_max_velocity=urdf[gripper].velocity)
+                                         limits=limits)
         if len(settings.start_offset_rad) != 7:
             raise ValueError(f"start_offset_rad must hold 7 joint offsets (rad), got {list(settings.start_offset_rad)}")
         if any(settings.start_offset_rad):

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from dreamzero_embodiments.limits import JointLimitSet
 from dreamzero_embodiments.sim.droid_world import READY_Q, DroidWorld, RenderProcess
 from dreamzero_embodiments.spec import load_embodiment
 
@@ -175,17 +176,35 @@ def test_import_prints_nothing() -> None:
     assert (result.stdout, result.stderr) == ("", "")
 
 
+def droid_urdf_limits(gripper_rad_s: float = 2.0) -> JointLimitSet:
+    """urdf/droid.urdf.xacro's position and velocity limits of the DROID state names (what sim_droid passes)."""
+    lower = [-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973, 0.0]
+    upper = [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973, CLOSED_RAD]
+    velocity = [2.175] * 4 + [2.61] * 3 + [gripper_rad_s]
+    return JointLimitSet(SPEC.state_names, np.array(lower), np.array(upper), np.array(velocity), np.full(8, 10.0))
+
+
+def test_the_limits_used_here_are_the_urdfs() -> None:
+    from pathlib import Path
+
+    from dreamzero_embodiments.robot_description import load_joint_limits
+
+    urdf = load_joint_limits(Path(__file__).resolve().parents[2] / "urdf" / SPEC.robot_description)
+    ours = droid_urdf_limits()
+    for i, name in enumerate(ours.names):
+        assert (urdf[name].lower, urdf[name].upper, urdf[name].velocity) == (
+            ours.lower[i], ours.upper[i], ours.max_velocity[i]), name
+
+
 def test_the_robots_own_arm_limits_stop_a_pushed_joint_where_its_readings_are_checked() -> None:
-    # sim_droid gives the world urdf/droid.urdf.xacro's arm limits: a wrist pushed hard (as by a hand pressed
-    # on the table) stops at the URDF's 3.7525 rad instead of panda.urdf's 3.8223, past which the policy node
-    # and the adapter refuse every reading.
+    # sim_droid gives the world urdf/droid.urdf.xacro's limits: a wrist pushed hard (as by a hand pressed on the
+    # table) stops at the URDF's 3.7525 rad instead of panda.urdf's 3.8223, past which the policy node and the
+    # adapter refuse every reading.
     import pybullet as p
 
-    lower = [-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973]
-    upper = [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973]
     highest = {}
-    for limits in (None, (lower, upper)):
-        world = DroidWorld(seed=0, arm_limits=limits)
+    for limits in (None, droid_urdf_limits()):
+        world = DroidWorld(seed=0, limits=limits)
         start = READY_Q.copy()
         start[5] = 3.70
         world.reset(start)
@@ -200,16 +219,16 @@ def test_the_robots_own_arm_limits_stop_a_pushed_joint_where_its_readings_are_ch
         world.close()
     assert highest[False] > 3.80  # panda.urdf's limit lets the push through
     assert highest[True] < 3.7525 + 0.01  # well within the policy node's range tolerance (0.0377 rad)
-    with pytest.raises(ValueError, match="arm_limits"):
-        DroidWorld(seed=0, arm_limits=(upper, lower))
+    with pytest.raises(ValueError, match="panda_gripper_joint"):
+        DroidWorld(seed=0, limits=droid_urdf_limits().select(SPEC.state_names[:7]))
 
 
 def test_the_gripper_closes_within_the_urdf_velocity_when_given_it() -> None:
     # panda.urdf's fingers snap shut at about 19 rad/s in gripper units; the 2F-85's URDF allows 2.0 rad/s,
     # and the policy node refuses a reading that moved faster. sim_droid passes that limit.
     fastest = {}
-    for limit in (None, 2.0):
-        world = DroidWorld(seed=0, gripper_max_velocity=limit)
+    for limits in (None, droid_urdf_limits(2.0)):
+        world = DroidWorld(seed=0, limits=limits)
         world.set_targets(READY_Q, 0.0)
         world.step(0.5)
         world.set_targets(None, CLOSED_RAD)
@@ -219,9 +238,7 @@ def test_the_gripper_closes_within_the_urdf_velocity_when_given_it() -> None:
             reading = world.joint_positions()[1][7]
             speeds.append(abs(reading - previous) * 90)
             previous = reading
-        fastest[limit] = max(speeds)
+        fastest[limits is not None] = max(speeds)
         assert previous == pytest.approx(CLOSED_RAD, abs=0.01)  # closed all the same (no cube in the way)
         world.close()
-    assert fastest[None] > 5.0 and fastest[2.0] <= 2.0
-    with pytest.raises(ValueError, match="gripper_max_velocity"):
-        DroidWorld(seed=0, gripper_max_velocity=0.0)
+    assert fastest[False] > 5.0 and fastest[True] <= 2.0

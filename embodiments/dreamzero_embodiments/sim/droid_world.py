@@ -29,7 +29,7 @@ so a gripper closed on a 5 cm cube reads about 0.30 rad, not 0.81.
 
 Limits: targets are clipped to the arm's position limits, and the same limits stop the joints
 mechanically (pybullet's joint-limit constraint), so a joint pushed by contact never reads beyond them.
-They are pybullet_data's ``panda.urdf`` limits unless ``arm_limits`` gives the robot's own: ``sim_droid``
+They are pybullet_data's ``panda.urdf`` limits unless ``limits`` gives the robot's own: ``sim_droid``
 passes those of ``urdf/droid.urdf.xacro`` (narrower by up to 0.07 rad), so the simulated arm stays inside
 the range that the policy node and the adapter check its readings against; with panda.urdf's, a hand
 pressed on the table pushed joint 6 to 3.822 rad, beyond the URDF's 3.7525, and every reading after that
@@ -41,7 +41,7 @@ its other threads meanwhile. :class:`RenderProcess` moves that work to child pro
 
 A world is not thread-safe: callers serialise their calls (``sim_droid`` holds a lock).
 
-Imports numpy, pybullet, pybullet_data and ``dreamzero_embodiments.spec`` only.
+Imports numpy, pybullet, pybullet_data and ``dreamzero_embodiments.spec`` and ``.limits`` only.
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import pybullet_data
 
+from dreamzero_embodiments.limits import JointLimitSet
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 
 
@@ -184,33 +185,25 @@ class DroidWorld:
             must be the same for all cameras (DROID: 180 x 320).
         physics_dt_s: fixed physics time step.
         spec: the embodiment; default ``load_embodiment("droid")``.
-        arm_limits: (lower, upper) position limits of the 7 arm joints, rad, in ``joint_names`` order: the
-            robot's own (its URDF's). They replace panda.urdf's as the joints' mechanical limits (pybullet's
-            joint-limit constraint: a push, e.g. the hand pressed on the table, stops there) and as the clip
-            of the targets. Default: panda.urdf's.
-        gripper_max_velocity: the robot's gripper velocity limit, rad/s in ROS units (the URDF's, 2.0 for the
-            2F-85): the fingers move at most this fast (mapped to m/s by the gripper mapping of the module
-            docstring; :data:`GRIPPER_VELOCITY_FRACTION` of it), as the real gripper does. Default: as fast
-            as their motors push them (panda.urdf).
+        limits: the robot's own limits in ROS units (``dreamzero_policy.robot_limits``: its URDF's, those the
+            adapter and the policy node check), covering ``joint_names``. The arm's positions replace panda.urdf's
+            as the joints' mechanical limits (pybullet's joint-limit constraint: a push, e.g. the hand pressed
+            on the table, stops there) and as the clip of the targets; the gripper's velocity caps the fingers
+            (mapped to m/s by the gripper mapping of the module docstring; :data:`GRIPPER_VELOCITY_FRACTION` of
+            it). Default: panda.urdf's positions, fingers as fast as their motors push them.
 
     Raises:
-        ValueError: the spec's names or camera keys do not match this scene, ``arm_limits`` is not two
-            sequences of 7 finite values with lower <= upper, or ``gripper_max_velocity`` is not positive.
+        ValueError: the spec's names or camera keys do not match this scene, or ``limits`` lacks one of them.
     """
 
     def __init__(self, seed: int, camera_size: tuple[int, int] | None = None, physics_dt_s: float = PHYSICS_DT_S,
-                 spec: EmbodimentSpec | None = None,
-                 arm_limits: tuple[Sequence[float], Sequence[float]] | None = None,
-                 gripper_max_velocity: float | None = None) -> None:
-        self._arm_limits = None if arm_limits is None else self._checked_limits(arm_limits)
-        if gripper_max_velocity is not None and not (np.isfinite(gripper_max_velocity) and gripper_max_velocity > 0):
-            raise ValueError(f"gripper_max_velocity must be a positive number of rad/s, got {gripper_max_velocity}")
-        self._gripper_max_velocity = gripper_max_velocity
+                 spec: EmbodimentSpec | None = None, limits: JointLimitSet | None = None) -> None:
         self.spec = spec if spec is not None else load_embodiment("droid")
         self.seed = int(seed)
         self.physics_dt_s = float(physics_dt_s)
         self.camera_size = tuple(camera_size) if camera_size is not None else self._yaml_camera_size(self.spec)
         self.joint_names, self.camera_keys, self._gripper_closed_rad = self._spec_facts(self.spec)
+        self._limits = limits.select(self.joint_names) if limits is not None else None  # names a missing joint
         self._steps = 0
         self._client = p.connect(p.DIRECT)
         try:
@@ -220,14 +213,6 @@ class DroidWorld:
             raise
 
     # ---------------------------------------------------------------- construction
-    @staticmethod
-    def _checked_limits(arm_limits: tuple[Sequence[float], Sequence[float]]) -> np.ndarray:
-        limits = np.asarray(arm_limits, dtype=np.float64)
-        if limits.shape != (2, 7) or not np.all(np.isfinite(limits)) or np.any(limits[0] > limits[1]):
-            raise ValueError(f"arm_limits must be (lower, upper), 7 finite values each with lower <= upper (rad), "
-                             f"got {np.asarray(arm_limits).tolist()}")
-        return limits
-
     @staticmethod
     def _yaml_camera_size(spec: EmbodimentSpec) -> tuple[int, int]:
         sizes = {tuple(c.resolution) for c in spec.cameras}
@@ -277,9 +262,9 @@ class DroidWorld:
         self.lower = np.array([d[8] for d in details])  # float64[9], rad (arm) and m (fingers)
         self.upper = np.array([d[9] for d in details])
         self._max_force = np.array([d[10] for d in details])
-        if self._arm_limits is not None:
-            self.lower[:7], self.upper[:7] = self._arm_limits
-            for joint, lower, upper in zip(self._joints[:7], *self._arm_limits):
+        if self._limits is not None:
+            self.lower[:7], self.upper[:7] = self._limits.lower[:7], self._limits.upper[:7]
+            for joint, lower, upper in zip(self._joints[:7], self.lower[:7], self.upper[:7]):
                 p.changeDynamics(self._robot, int(joint), jointLowerLimit=float(lower), jointUpperLimit=float(upper),
                                  physicsClientId=cid)
         self._finger_open_m = float(self.upper[7])
@@ -384,9 +369,9 @@ class DroidWorld:
         p.setJointMotorControlArray(self._robot, self._joints.tolist(), p.POSITION_CONTROL,
                                     targetPositions=self._targets.tolist(), forces=self._max_force.tolist(),
                                     physicsClientId=cid)
-        if self._gripper_max_velocity is not None:  # the same targets, with the fingers' speed capped
-            finger_m_s = (GRIPPER_VELOCITY_FRACTION * self._gripper_max_velocity * self._finger_open_m
-                          / self._gripper_closed_rad)
+        gripper_rad_s = self._limits.max_velocity[7] if self._limits is not None else np.inf
+        if np.isfinite(gripper_rad_s):  # the same targets, with the fingers' speed capped
+            finger_m_s = GRIPPER_VELOCITY_FRACTION * gripper_rad_s * self._finger_open_m / self._gripper_closed_rad
             for index in (7, 8):
                 p.setJointMotorControl2(self._robot, int(self._joints[index]), p.POSITION_CONTROL,
                                         targetPosition=float(self._targets[index]),
