@@ -25,8 +25,10 @@ fresh server (1 session, batching off), call after call (``--paired-calls``), ea
 of a pair see the same machine load, which on this shared machine moves call times by tens of ms within
 a minute (medians taken minutes apart, as before 2026-12-07, differed by -22 to +69 ms run to run).
 The server's own part is its ``infer`` p50 (from receipt to reply) minus the direct p50. For scale, the
-same run measures the transport floor: a websockets echo server that only unpacks the request and
-answers, so pack + send + reply of a 4.7 MB DROID request with no model and no server logic.
+same run measures the transport floor: a websockets echo server (another process) that only unpacks the
+request and answers, so pack + send + reply of a 4.7 MB DROID request with no model and no server logic.
+``--malloc`` (default ``keep-freed``, the server's default) is given to every server and the echo server and
+applied to this process too; ``--malloc default`` measures glibc's defaults.
 
 Threads: the server and the direct reference both run torch with ``--threads`` (default 1) intra-op
 threads, so they compare like for like and the client processes keep the other core; numpy in the
@@ -35,7 +37,7 @@ machine: compare rows of one run, not runs; the load average is printed with the
 
 Usage:
     PYTHONPATH=embodiments:model:. .venv/bin/python bench/serve_bench.py [--sessions 1 2 4] [--max-batch 1 4]
-        [--calls 20] [--paired-calls 40] [--json]
+        [--calls 20] [--paired-calls 40] [--malloc keep-freed|default] [--json]
 Figures measured go to bench/RESULTS.md together with the command.
 """
 from __future__ import annotations
@@ -62,6 +64,7 @@ from websockets.sync.client import connect
 
 from dreamzero_embodiments.spec import EmbodimentSpec, load_embodiment
 from dreamzero_model.mosaics import model_mosaics
+from dreamzero_model.serving.allocator import keep_freed_buffers
 from dreamzero_model.serving.protocol import build_request, embodiment_url, wire_keys
 
 PROMPT = "Pick up the cup."
@@ -109,12 +112,12 @@ def _session_worker(url: str, index: int, calls: int, barrier, results) -> None:
 class Server:
     """``dreamzero serve --checkpoint tiny`` on a free port; stderr goes to a temporary log."""
 
-    def __init__(self, threads: int, max_sessions: int, max_batch: int) -> None:
+    def __init__(self, threads: int, max_sessions: int, max_batch: int, malloc: str) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="serve-bench-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dreamzero_model.serving", "--checkpoint", "tiny", "--port", "0", "--quiet",
              "--no-warmup", "--cpu-threads", str(threads), "--max-sessions", str(max_sessions),
-             "--max-batch", str(max_batch)],
+             "--max-batch", str(max_batch), "--malloc", malloc],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
             env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         line: list[str] = []
@@ -146,10 +149,10 @@ class Server:
             os.unlink(self.log.name)
 
 
-def run_concurrent(sessions: int, calls: int, threads: int, max_sessions: int, max_batch: int) -> dict:
+def run_concurrent(sessions: int, calls: int, threads: int, max_sessions: int, max_batch: int, malloc: str) -> dict:
     """N sessions in N processes against a fresh server: calls/s, round-trip p50/p95, the server's p50s and
     calls by batch size."""
-    server = Server(threads, max_sessions, max_batch)
+    server = Server(threads, max_sessions, max_batch, malloc)
     try:
         run_session(server.url, "warmup", WARMUP_CALLS, seed=1000)
         context = mp.get_context("spawn")
@@ -172,7 +175,7 @@ def run_concurrent(sessions: int, calls: int, threads: int, max_sessions: int, m
             **{f"server_{m}_p50_ms": v for m, v in server_ms.items()}}
 
 
-def run_paired(calls: int, threads: int) -> dict:
+def run_paired(calls: int, threads: int, malloc: str) -> dict:
     """The client-side overhead, measured in pairs: call k of a direct context, then call k through a fresh
     server (1 session, batching off), alternating, so that both see the same machine load.
 
@@ -191,7 +194,7 @@ def run_paired(calls: int, threads: int) -> dict:
     loaded = WamPolicy.from_pretrained(resolve_checkpoint("tiny"), spec.embodiment_tag, decode_video=False,
                                        progress=False)
     size = loaded.model.config.mosaic_size
-    server = Server(threads, max_sessions=2, max_batch=1)
+    server = Server(threads, max_sessions=2, max_batch=1, malloc=malloc)
     try:
         run_session(server.url, "warmup", WARMUP_CALLS, seed=1000)
         warmup = WamPolicy(loaded.model, loaded.metadata, loaded.tokenizer, decode_video=False)
@@ -231,37 +234,44 @@ def run_paired(calls: int, threads: int) -> dict:
             **{f"server_{m}_p50_ms": v for m, v in server_ms.items()}}
 
 
-def run_transport_floor(calls: int) -> dict:
-    """What the protocol alone costs a DROID call: a websockets echo server (same library, no compression, no
-    size limit) in this process that unpacks each request and answers a 24 x 8 chunk. Per call: the client's
-    ``packb`` of a 9-frame DROID request (4.7 MB), and send + reply + ``unpackb`` (median ms)."""
+def _echo_server(malloc: str, ports, stop) -> None:
+    """The transport floor's server (a spawned process): unpack each request, answer a 24 x 8 chunk."""
     import asyncio
 
     from websockets.asyncio.server import serve
+
+    if malloc == "keep-freed":
+        keep_freed_buffers()
 
     async def echo(ws) -> None:
         async for message in ws:
             msgpack_numpy.unpackb(message)
             await ws.send(msgpack_numpy.packb(np.zeros((24, 8), np.float32)))
 
-    port: list[int] = []
-    stop = threading.Event()
-
     async def serve_until_stopped() -> None:
         async with serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
-            port.append(server.sockets[0].getsockname()[1])
+            ports.put(server.sockets[0].getsockname()[1])
             while not stop.is_set():
                 await asyncio.sleep(0.05)
 
-    thread = threading.Thread(target=asyncio.run, args=(serve_until_stopped(),), daemon=True)
-    thread.start()
+    asyncio.run(serve_until_stopped())
+
+
+def run_transport_floor(calls: int, malloc: str) -> dict:
+    """What the protocol alone costs a DROID call: a websockets echo server (same library, no compression, no
+    size limit, the server's ``--malloc``) in another process that unpacks each request and answers a 24 x 8
+    chunk. Per call: the client's ``packb`` of a 9-frame DROID request (4.7 MB), and send + reply + ``unpackb``
+    (median ms)."""
+    context = mp.get_context("spawn")
+    ports, stop = context.Queue(), context.Event()
+    echo = context.Process(target=_echo_server, args=(malloc, ports, stop), daemon=True)
+    echo.start()
     spec = load_embodiment("droid")
     request = build_request(*observation(spec, 0, 1), PROMPT, "floor", spec, wire_keys(spec))
     pack_s, exchange_s = [], []
     try:
-        while not port:
-            time.sleep(0.01)
-        with connect(f"ws://127.0.0.1:{port[0]}", compression=None, max_size=None, proxy=None) as ws:
+        with connect(f"ws://127.0.0.1:{ports.get(timeout=START_TIMEOUT_S)}", compression=None, max_size=None,
+                     proxy=None) as ws:
             for _ in range(calls + WARMUP_CALLS):
                 started = time.perf_counter()
                 payload = msgpack_numpy.packb(request)
@@ -272,7 +282,7 @@ def run_transport_floor(calls: int) -> dict:
                 exchange_s.append(time.perf_counter() - packed)
     finally:
         stop.set()
-        thread.join(10)
+        echo.join(10)
     pack_s, exchange_s = pack_s[WARMUP_CALLS:], exchange_s[WARMUP_CALLS:]
     return {"bytes": len(payload), "pack_p50_ms": 1e3 * statistics.median(pack_s),
             "exchange_p50_ms": 1e3 * statistics.median(exchange_s),
@@ -288,20 +298,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server and the direct run")
     parser.add_argument("--paired-calls", type=int, default=40,
                         help="calls of the paired overhead measurement (0: skip it)")
+    parser.add_argument("--malloc", default="keep-freed", choices=("keep-freed", "default"),
+                        help="the servers' --malloc, also applied to this process (the direct reference and the paired "
+                             "client) so that both sides of a pair allocate alike")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
+    if args.malloc == "keep-freed":
+        keep_freed_buffers()
 
-    paired = run_paired(args.paired_calls, args.threads) if args.paired_calls else None
+    paired = run_paired(args.paired_calls, args.threads, args.malloc) if args.paired_calls else None
     if paired is not None:
-        paired["transport_floor"] = run_transport_floor(args.paired_calls)
-    rows = [run_concurrent(n, args.calls, args.threads, max_sessions=max(args.sessions) + 1, max_batch=b)
+        paired["transport_floor"] = run_transport_floor(args.paired_calls, args.malloc)
+    rows = [run_concurrent(n, args.calls, args.threads, max_sessions=max(args.sessions) + 1, max_batch=b,
+                           malloc=args.malloc)
             for n in args.sessions for b in args.max_batch]
-    result = {"calls_per_session": args.calls, "threads": args.threads, "rows": rows, "paired": paired,
+    result = {"calls_per_session": args.calls, "threads": args.threads, "malloc": args.malloc, "rows": rows,
+              "paired": paired,
               "loadavg": [round(x, 2) for x in os.getloadavg()]}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.calls} calls per session, torch threads {args.threads}, load average {result['loadavg']}")
+    print(f"{args.calls} calls per session, torch threads {args.threads}, malloc {args.malloc}, "
+          f"load average {result['loadavg']}")
     print("| sessions | max batch | calls/s | p50 ms | p95 ms | server infer p50 | server model p50 "
           "| server overhead p50 | server queue wait p50 | calls by batch size |")
     print("|---|---|---|---|---|---|---|---|---|---|")

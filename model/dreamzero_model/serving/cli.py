@@ -11,8 +11,8 @@ YAML (``ws://host:port/<tag>``; :mod:`dreamzero_model.serving.server`). Once lis
 the warm-up. Exit status: 0 after SIGINT/SIGTERM (calls in progress answered first), 2 bad input (one line
 on stderr before any long work: an unknown option value, a checkpoint that does not load or does not fit
 its embodiment YAML, an unreadable token file), 1 anything else (warm-up failed).
-Imports the sampler's option choices and the embodiment layer at module level, the engine and server when
-the command runs.
+Imports the sampler's option choices, the allocator settings and the embodiment layer at module level, the
+engine and server when the command runs.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from dreamzero_embodiments.spec import EmbodimentSpec, embodiment_names, load_embodiment
 from dreamzero_model.config import CACHE_SCHEDULES
+from dreamzero_model.serving.allocator import keep_freed_buffers
 
 if TYPE_CHECKING:
     from dreamzero_model.serving.server import ModelServer
@@ -74,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-warmup", dest="warmup", action="store_false",
                      help="ready at once (the first calls then take the warm-up time)")
     run.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    run.add_argument("--malloc", default="keep-freed", choices=("keep-freed", "default"),
+                     help="keep-freed: glibc keeps the request buffers it frees for the next request instead of "
+                          "faulting them in again (about 5 ms less per 4.7 MB DROID call; up to 64 MiB held); "
+                          "malloc settings in the environment win (dreamzero_model.serving.allocator)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                      help="debug logs every call's timing (model vs server overhead)")
 
@@ -172,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.malloc == "keep-freed":
+        LOG.info(keep_freed_buffers())
     try:
         server = build_server(args)
     except (ValueError, OSError) as error:
