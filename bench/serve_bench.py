@@ -24,7 +24,11 @@ fresh server (1 session, batching off), call after call (``--paired-calls``), ea
 2-call warm-up. The overhead is the median of the per-call differences (round trip - direct): both sides
 of a pair see the same machine load, which on this shared machine moves call times by tens of ms within
 a minute (medians taken minutes apart, as before 2026-12-07, differed by -22 to +69 ms run to run).
-The server's own part is its ``infer`` p50 (from receipt to reply) minus the direct p50. For scale, the
+The server's own part is its ``infer`` p50 (from receipt to reply) minus the direct p50. Because the two
+processes' model times differ by several ms from process to process, the same run also splits the server
+path without a second process: round trip minus the server's ``model`` and ``preprocess`` (its
+``model_mosaics``) p50s, that is the transport (round trip - server ``infer``) plus the server's own work
+(``infer`` - ``model`` - ``preprocess``). For scale, the
 same run measures the transport floor: a websockets echo server (another process) that only unpacks the
 request and answers, so pack + send + reply of a 4.7 MB DROID request with no model and no server logic.
 ``--malloc`` (default ``keep-freed``, the server's default) is given to every server and the echo server and
@@ -72,7 +76,7 @@ CONTINUATION_FRAMES = 9  # facts §1.8: the training frame count of a continuati
 WARMUP_CALLS = 2         # untimed: a first call and one continuation
 START_TIMEOUT_S = 300.0
 LISTENING = "listening on "
-METRICS = ("infer", "model", "overhead", "queue_wait")
+METRICS = ("infer", "model", "overhead", "preprocess", "queue_wait")
 
 
 def observation(spec: EmbodimentSpec, seed: int, call: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -336,6 +340,12 @@ def main() -> None:
               f"client-side overhead, median of the pairs' differences: {paired['client_overhead_ms']:.1f} ms "
               f"(target <= 5 ms); the server's own (server infer p50 - direct p50): "
               f"{paired['server_infer_p50_ms'] - paired['direct_p50_ms']:.1f} ms")
+        transport = paired["round_trip_p50_ms"] - paired["server_infer_p50_ms"]
+        own = paired["server_infer_p50_ms"] - paired["server_model_p50_ms"] - paired["server_preprocess_p50_ms"]
+        print(f"the same calls, each side of the socket timed by itself: round trip p50 - server (model + mosaics) "
+              f"p50 = {transport + own:.1f} ms (target <= 5 ms) = transport {transport:.1f} ms (round trip - "
+              f"server infer) + the server's own work {own:.1f} ms (decode, checks, queue, reply; its mosaics "
+              f"{paired['server_preprocess_p50_ms']:.1f} ms against {paired['direct_mosaics_p50_ms']:.1f} ms direct)")
         floor = paired["transport_floor"]
         print(f"transport floor (websockets echo server, same packing): {floor['bytes']:,} bytes per request, "
               f"pack p50 {floor['pack_p50_ms']:.1f} ms, send + reply p50 {floor['exchange_p50_ms']:.1f} ms, "

@@ -331,6 +331,10 @@ def test_health_and_metrics_report_calls_errors_latency_and_sessions(server: Ser
     assert 0 < model_s <= samples['dreamzero_model_seconds{quantile="0.95"}']
     assert samples['dreamzero_infer_seconds{quantile="0.5"}'] > 0
     assert samples["dreamzero_infer_seconds_count"] == samples['dreamzero_calls_total{endpoint="infer"}']
+    # the mosaics are part of each call's overhead (outside the model), so their quantiles are too
+    for quantile in ("0.5", "0.95"):
+        preprocess_s = samples[f'dreamzero_preprocess_seconds{{quantile="{quantile}"}}']
+        assert 0 < preprocess_s <= samples[f'dreamzero_overhead_seconds{{quantile="{quantile}"}}']
 
 
 # ------------------------------------------------------------------------------------- in-process server

@@ -20,6 +20,8 @@ SUMMARIES = {"infer_seconds": "Seconds from an infer request's arrival to its re
              "model_seconds": "Seconds of the model forward of an infer call.",
              "overhead_seconds": "Seconds of an infer call outside the model forward (decode, validation, queue, "
                                  "stitching, encoding).",
+             "preprocess_seconds": "Seconds of an infer call's image preprocessing (crop, resize, mosaic), part of "
+                                   "its overhead.",
              "queue_wait_seconds": "Seconds an infer call waited for the engine worker."}
 
 

@@ -137,10 +137,11 @@ class _Call:
 
 @dataclass(frozen=True)
 class _Answer:
-    """actions: float32[24, A] absolute reply; seconds of the model forward and of the wait for the worker;
-    batch_size: calls denoised together with it (1: alone)."""
+    """actions: float32[24, A] absolute reply; seconds of the image preprocessing (``model_mosaics``), of the
+    model forward and of the wait for the worker; batch_size: calls denoised together with it (1: alone)."""
 
     actions: np.ndarray
+    preprocess_s: float
     model_s: float
     queue_wait_s: float
     new_context: bool
@@ -376,12 +377,14 @@ class ModelServer:
         self.metrics.batch_sizes[answer.batch_size] += 1
         for name, seconds in (("infer_seconds", total_s), ("model_seconds", answer.model_s),
                               ("overhead_seconds", total_s - answer.model_s),
+                              ("preprocess_seconds", answer.preprocess_s),
                               ("queue_wait_seconds", answer.queue_wait_s)):
             self.metrics.summaries[name].observe(seconds)
         LOG.debug("%s %s/%s: %s, %d frame(s), batch of %d: total %.3f s = model %.3f s + overhead %.3f s "
-                  "(queue %.3f s)", request_id, served.tag, request.session_id,
+                  "(mosaics %.3f s, queue %.3f s)", request_id, served.tag, request.session_id,
                   "new context" if answer.new_context else "continuation", next(iter(request.views.values())).shape[0],
-                  answer.batch_size, total_s, answer.model_s, total_s - answer.model_s, answer.queue_wait_s)
+                  answer.batch_size, total_s, answer.model_s, total_s - answer.model_s, answer.preprocess_s,
+                  answer.queue_wait_s)
         return reply
 
     async def _infer(self, served: ServedEmbodiment, request: InferRequest) -> _Answer:
@@ -406,21 +409,25 @@ class ModelServer:
                 session.busy -= 1
                 session.last_used_s = time.monotonic()
 
-    def _prepare_call(self, call: _Call) -> tuple[_Call, float, PreparedChunk]:
+    def _prepare_call(self, call: _Call) -> tuple[_Call, float, float, PreparedChunk]:
         """On the worker thread: views -> model mosaics -> the call prepared in its context (the engine's
-        :meth:`~dreamzero_model.serving.engine.Engine.prepare`); with the call and when it started."""
+        :meth:`~dreamzero_model.serving.engine.Engine.prepare`); with the call, when it started and the seconds
+        of the mosaics."""
         started = time.perf_counter()
         video = model_mosaics(call.views, call.served.spec, self.engine.mosaic_size)
-        return call, started, self.engine.prepare(ModelCall(call.key, call.served.tag, video, call.state, call.prompt))
+        preprocess_s = time.perf_counter() - started
+        return call, started, preprocess_s, self.engine.prepare(ModelCall(call.key, call.served.tag, video,
+                                                                         call.state, call.prompt))
 
-    def _complete_calls(self, prepared: list[tuple[_Call, float, PreparedChunk]]) -> list[_Answer]:
+    def _complete_calls(self, prepared: list[tuple[_Call, float, float, PreparedChunk]]) -> list[_Answer]:
         """On the worker thread: the batch's prepared calls -> the engine (which denoises the aligned ones
         together) -> absolute float32 actions."""
-        predictions = self.engine.complete([chunk for _, _, chunk in prepared])
+        predictions = self.engine.complete([chunk for *_, chunk in prepared])
         return [_Answer(actions=reply_actions(prediction.actions, prediction.relative, call.state, call.served.spec),
-                        model_s=prediction.seconds["total"], queue_wait_s=started - call.submitted,
-                        new_context=prediction.new_context, batch_size=prediction.batch_size)
-                for (call, started, _), prediction in zip(prepared, predictions)]
+                        preprocess_s=preprocess_s, model_s=prediction.seconds["total"],
+                        queue_wait_s=started - call.submitted, new_context=prediction.new_context,
+                        batch_size=prediction.batch_size)
+                for (call, started, preprocess_s, _), prediction in zip(prepared, predictions)]
 
     async def _reset(self, key: str) -> None:
         """Drop the session's state; a call of it in progress finishes first."""
