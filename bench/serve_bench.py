@@ -26,9 +26,10 @@ of a pair see the same machine load, which on this shared machine moves call tim
 a minute (medians taken minutes apart, as before 2026-12-07, differed by -22 to +69 ms run to run).
 The server's own part is its ``infer`` p50 (from receipt to reply) minus the direct p50. Because the two
 processes' model times differ by several ms from process to process, the same run also splits the server
-path without a second process: round trip minus the server's ``model`` and ``preprocess`` (its
-``model_mosaics``) p50s, that is the transport (round trip - server ``infer``) plus the server's own work
-(``infer`` - ``model`` - ``preprocess``). For scale, the
+path without a second process, call by call: the paired server logs each call's total, model and mosaics
+times (``--log-level debug``), and the overhead excluding the model is the median of round trip - model -
+mosaics, split into the transport (round trip - total) and the server's own work (total - model - mosaics:
+decoding, checks, queueing, the reply). For scale, the
 same run measures the transport floor: a websockets echo server (another process) that only unpacks the
 request and answers, so pack + send + reply of a 4.7 MB DROID request with no model and no server logic.
 ``--malloc`` (default ``keep-freed``, the server's default) is given to every server and the echo server and
@@ -53,6 +54,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: every client proc
 import argparse
 import json
 import multiprocessing as mp
+import re
 import statistics
 import subprocess
 import sys
@@ -77,6 +79,8 @@ WARMUP_CALLS = 2         # untimed: a first call and one continuation
 START_TIMEOUT_S = 300.0
 LISTENING = "listening on "
 METRICS = ("infer", "model", "overhead", "preprocess", "queue_wait")
+# the server's debug line per call (dreamzero_model.serving.server, ModelServer._answer)
+CALL_LOG = re.compile(r"total ([\d.]+) ms = model ([\d.]+) ms \+ overhead [\d.]+ ms \(mosaics ([\d.]+) ms")
 
 
 def observation(spec: EmbodimentSpec, seed: int, call: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -116,12 +120,12 @@ def _session_worker(url: str, index: int, calls: int, barrier, results) -> None:
 class Server:
     """``dreamzero serve --checkpoint tiny`` on a free port; stderr goes to a temporary log."""
 
-    def __init__(self, threads: int, max_sessions: int, max_batch: int, malloc: str) -> None:
+    def __init__(self, threads: int, max_sessions: int, max_batch: int, malloc: str, log_level: str = "info") -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="serve-bench-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dreamzero_model.serving", "--checkpoint", "tiny", "--port", "0", "--quiet",
              "--no-warmup", "--cpu-threads", str(threads), "--max-sessions", str(max_sessions),
-             "--max-batch", str(max_batch), "--malloc", malloc],
+             "--max-batch", str(max_batch), "--malloc", malloc, "--log-level", log_level],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
             env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         line: list[str] = []
@@ -141,6 +145,13 @@ class Server:
         batches = {int(name.split('"')[1]): int(float(n)) for name, n in samples.items()
                    if name.startswith("dreamzero_batched_calls_total") and float(n)}
         return {m: 1e3 * float(samples[f'dreamzero_{m}_seconds{{quantile="0.5"}}']) for m in METRICS}, batches
+
+    def call_timings(self, session_id: str) -> list[dict[str, float]]:
+        """Per answered call of ``session_id``, in order, from the server's debug log (``--log-level debug``):
+        its total, model and mosaics ms."""
+        lines = Path(self.log.name).read_text().splitlines()
+        return [{name: float(value) for name, value in zip(("total", "model", "mosaics"), match.groups())}
+                for match in (CALL_LOG.search(line) for line in lines if f"/{session_id}: " in line) if match]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -198,7 +209,7 @@ def run_paired(calls: int, threads: int, malloc: str) -> dict:
     loaded = WamPolicy.from_pretrained(resolve_checkpoint("tiny"), spec.embodiment_tag, decode_video=False,
                                        progress=False)
     size = loaded.model.config.mosaic_size
-    server = Server(threads, max_sessions=2, max_batch=1, malloc=malloc)
+    server = Server(threads, max_sessions=2, max_batch=1, malloc=malloc, log_level="debug")
     try:
         run_session(server.url, "warmup", WARMUP_CALLS, seed=1000)
         warmup = WamPolicy(loaded.model, loaded.metadata, loaded.tokenizer, decode_video=False)
@@ -227,14 +238,22 @@ def run_paired(calls: int, threads: int, malloc: str) -> dict:
                 msgpack_numpy.unpackb(reply)
                 round_trip_s.append(time.perf_counter() - sent)
         server_ms, _ = server.metrics()
+        timings = server.call_timings("paired")
     finally:
         server.stop()
+    if len(timings) != calls:
+        raise RuntimeError(f"the server's debug log holds {len(timings)} timed calls of the paired session, not {calls}")
     direct = [a + b for a, b in zip(mosaics_s, infer_s)]
+    rtt_ms = [1e3 * r for r in round_trip_s]
     return {"direct_p50_ms": 1e3 * statistics.median(direct),
             "direct_mosaics_p50_ms": 1e3 * statistics.median(mosaics_s),
             "direct_infer_p50_ms": 1e3 * statistics.median(infer_s),
             "round_trip_p50_ms": 1e3 * statistics.median(round_trip_s),
             "client_overhead_ms": 1e3 * statistics.median(r - d for r, d in zip(round_trip_s, direct)),
+            "overhead_excluding_model_ms": statistics.median(r - t["model"] - t["mosaics"]
+                                                             for r, t in zip(rtt_ms, timings)),
+            "transport_ms": statistics.median(r - t["total"] for r, t in zip(rtt_ms, timings)),
+            "server_own_ms": statistics.median(t["total"] - t["model"] - t["mosaics"] for t in timings),
             **{f"server_{m}_p50_ms": v for m, v in server_ms.items()}}
 
 
@@ -340,12 +359,12 @@ def main() -> None:
               f"client-side overhead, median of the pairs' differences: {paired['client_overhead_ms']:.1f} ms "
               f"(target <= 5 ms); the server's own (server infer p50 - direct p50): "
               f"{paired['server_infer_p50_ms'] - paired['direct_p50_ms']:.1f} ms")
-        transport = paired["round_trip_p50_ms"] - paired["server_infer_p50_ms"]
-        own = paired["server_infer_p50_ms"] - paired["server_model_p50_ms"] - paired["server_preprocess_p50_ms"]
-        print(f"the same calls, each side of the socket timed by itself: round trip p50 - server (model + mosaics) "
-              f"p50 = {transport + own:.1f} ms (target <= 5 ms) = transport {transport:.1f} ms (round trip - "
-              f"server infer) + the server's own work {own:.1f} ms (decode, checks, queue, reply; its mosaics "
-              f"{paired['server_preprocess_p50_ms']:.1f} ms against {paired['direct_mosaics_p50_ms']:.1f} ms direct)")
+        print(f"the same calls, per call from the server's debug log: round trip - server (model + mosaics), "
+              f"median {paired['overhead_excluding_model_ms']:.1f} ms (target <= 5 ms); of it the transport (round "
+              f"trip - server infer) {paired['transport_ms']:.1f} ms and the server's own work (decode, checks, "
+              f"queue, reply) {paired['server_own_ms']:.1f} ms (medians of the per-call values); the server's "
+              f"mosaics p50 {paired['server_preprocess_p50_ms']:.1f} ms against {paired['direct_mosaics_p50_ms']:.1f} "
+              f"ms direct")
         floor = paired["transport_floor"]
         print(f"transport floor (websockets echo server, same packing): {floor['bytes']:,} bytes per request, "
               f"pack p50 {floor['pack_p50_ms']:.1f} ms, send + reply p50 {floor['exchange_p50_ms']:.1f} ms, "

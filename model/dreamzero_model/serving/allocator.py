@@ -4,9 +4,9 @@ A 9-frame DROID request is 4.7 MB (27 uint8 frames of 180x320). Receiving one al
 buffers of that size in turn: websockets' read buffer, the frame's payload, its unmasked copy, the
 msgpack arrays. With glibc's defaults each is handed back to the kernel when freed (a block above the
 mmap threshold is unmapped; a heap top above the trim threshold is trimmed), so the next request
-faults every page of them in again. On the development machine that is about half of the time a
-4.7 MB request takes to arrive: 10 ms with the defaults, 5 ms with the settings below
-(bench/RESULTS.md, "Model server").
+faults every page of them in again. On the development machine that is about half of the transport of
+such a call: 12.5-15.5 ms with the defaults, 6.4-7.0 ms with the settings below (bench/RESULTS.md,
+"Model server").
 
 :func:`keep_freed_buffers` fixes both thresholds: blocks up to 32 MiB come from the heap (glibc's own
 ceiling for its dynamic mmap threshold on 64-bit systems) and up to 64 MiB of free heap is kept

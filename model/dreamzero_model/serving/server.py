@@ -380,11 +380,11 @@ class ModelServer:
                               ("preprocess_seconds", answer.preprocess_s),
                               ("queue_wait_seconds", answer.queue_wait_s)):
             self.metrics.summaries[name].observe(seconds)
-        LOG.debug("%s %s/%s: %s, %d frame(s), batch of %d: total %.3f s = model %.3f s + overhead %.3f s "
-                  "(mosaics %.3f s, queue %.3f s)", request_id, served.tag, request.session_id,
+        LOG.debug("%s %s/%s: %s, %d frame(s), batch of %d: total %.1f ms = model %.1f ms + overhead %.1f ms "
+                  "(mosaics %.1f ms, queue %.1f ms)", request_id, served.tag, request.session_id,
                   "new context" if answer.new_context else "continuation", next(iter(request.views.values())).shape[0],
-                  answer.batch_size, total_s, answer.model_s, total_s - answer.model_s, answer.preprocess_s,
-                  answer.queue_wait_s)
+                  answer.batch_size, 1e3 * total_s, 1e3 * answer.model_s, 1e3 * (total_s - answer.model_s),
+                  1e3 * answer.preprocess_s, 1e3 * answer.queue_wait_s)
         return reply
 
     async def _infer(self, served: ServedEmbodiment, request: InferRequest) -> _Answer:
