@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dreamzero_embodiments.limits import JointLimitSet
+from dreamzero_embodiments.limits import JointLimitSet, limits_from_urdf
+from dreamzero_embodiments.robot_description import load_joint_limits
 from dreamzero_embodiments.sim.droid_world import READY_Q, DroidWorld, RenderProcess
 from dreamzero_embodiments.spec import load_embodiment
 
@@ -176,24 +178,11 @@ def test_import_prints_nothing() -> None:
     assert (result.stdout, result.stderr) == ("", "")
 
 
-def droid_urdf_limits(gripper_rad_s: float = 2.0) -> JointLimitSet:
-    """urdf/droid.urdf.xacro's position and velocity limits of the DROID state names (what sim_droid passes)."""
-    lower = [-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973, 0.0]
-    upper = [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973, CLOSED_RAD]
-    velocity = [2.175] * 4 + [2.61] * 3 + [gripper_rad_s]
-    return JointLimitSet(SPEC.state_names, np.array(lower), np.array(upper), np.array(velocity), np.full(8, 10.0))
-
-
-def test_the_limits_used_here_are_the_urdfs() -> None:
-    from pathlib import Path
-
-    from dreamzero_embodiments.robot_description import load_joint_limits
-
+def droid_urdf_limits() -> JointLimitSet:
+    """urdf/droid.urdf.xacro's limits of the DROID state names, read as sim_droid's ``robot_limits`` reads them
+    (the acceleration is a deployment parameter the world does not use)."""
     urdf = load_joint_limits(Path(__file__).resolve().parents[2] / "urdf" / SPEC.robot_description)
-    ours = droid_urdf_limits()
-    for i, name in enumerate(ours.names):
-        assert (urdf[name].lower, urdf[name].upper, urdf[name].velocity) == (
-            ours.lower[i], ours.upper[i], ours.max_velocity[i]), name
+    return limits_from_urdf(SPEC.state_names, urdf, acceleration=10.0)
 
 
 def test_the_robots_own_arm_limits_stop_a_pushed_joint_where_its_readings_are_checked() -> None:
@@ -218,7 +207,7 @@ def test_the_robots_own_arm_limits_stop_a_pushed_joint_where_its_readings_are_ch
         highest[limits is not None] = max(readings)
         world.close()
     assert highest[False] > 3.80  # panda.urdf's limit lets the push through
-    assert highest[True] < 3.7525 + 0.01  # well within the policy node's range tolerance (0.0377 rad)
+    assert highest[True] < droid_urdf_limits().upper[5] + 0.01  # well within the policy node's tolerance (0.0377 rad)
     with pytest.raises(ValueError, match="panda_gripper_joint"):
         DroidWorld(seed=0, limits=droid_urdf_limits().select(SPEC.state_names[:7]))
 
@@ -227,7 +216,7 @@ def test_the_gripper_closes_within_the_urdf_velocity_when_given_it() -> None:
     # panda.urdf's fingers snap shut at about 19 rad/s in gripper units; the 2F-85's URDF allows 2.0 rad/s,
     # and the policy node refuses a reading that moved faster. sim_droid passes that limit.
     fastest = {}
-    for limits in (None, droid_urdf_limits(2.0)):
+    for limits in (None, droid_urdf_limits()):
         world = DroidWorld(seed=0, limits=limits)
         world.set_targets(READY_Q, 0.0)
         world.step(0.5)
@@ -241,4 +230,4 @@ def test_the_gripper_closes_within_the_urdf_velocity_when_given_it() -> None:
         fastest[limits is not None] = max(speeds)
         assert previous == pytest.approx(CLOSED_RAD, abs=0.01)  # closed all the same (no cube in the way)
         world.close()
-    assert fastest[False] > 5.0 and fastest[True] <= 2.0
+    assert fastest[False] > 5.0 and fastest[True] <= droid_urdf_limits().max_velocity[7]  # 2.0 rad/s

@@ -268,6 +268,9 @@ class DroidWorld:
                 p.changeDynamics(self._robot, int(joint), jointLowerLimit=float(lower), jointUpperLimit=float(upper),
                                  physicsClientId=cid)
         self._finger_open_m = float(self.upper[7])
+        gripper_rad_s = self._limits.max_velocity[7] if self._limits is not None else np.inf
+        self._finger_max_m_s = (GRIPPER_VELOCITY_FRACTION * gripper_rad_s * self._finger_open_m
+                                / self._gripper_closed_rad) if np.isfinite(gripper_rad_s) else None
         self._objects = self._place_objects(np.random.default_rng(self.seed))
         self._initial_poses = self._object_poses()
         self.reset(READY_Q)
@@ -369,13 +372,11 @@ class DroidWorld:
         p.setJointMotorControlArray(self._robot, self._joints.tolist(), p.POSITION_CONTROL,
                                     targetPositions=self._targets.tolist(), forces=self._max_force.tolist(),
                                     physicsClientId=cid)
-        gripper_rad_s = self._limits.max_velocity[7] if self._limits is not None else np.inf
-        if np.isfinite(gripper_rad_s):  # the same targets, with the fingers' speed capped
-            finger_m_s = GRIPPER_VELOCITY_FRACTION * gripper_rad_s * self._finger_open_m / self._gripper_closed_rad
+        if self._finger_max_m_s is not None:  # the same targets, with the fingers' speed capped
             for index in (7, 8):
                 p.setJointMotorControl2(self._robot, int(self._joints[index]), p.POSITION_CONTROL,
                                         targetPosition=float(self._targets[index]),
-                                        force=float(self._max_force[index]), maxVelocity=finger_m_s,
+                                        force=float(self._max_force[index]), maxVelocity=self._finger_max_m_s,
                                         physicsClientId=cid)
         for _ in range(count):
             p.stepSimulation(physicsClientId=cid)
